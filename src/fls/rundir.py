@@ -1,0 +1,242 @@
+"""The one place that knows the run-directory layout.
+
+Training, evaluation, saliency metrics, sweep status and analysis all find their files
+through this module. A cell's directory is a pure function of (study, game, model, seed)
+so a re-run or a requeued job lands in its own work:
+
+    <run_root>/<study>/<game>/<model>/seed_<k>/
+        config.yaml           composed config, written once when the cell starts
+        status.json           state (running / done / failed), step, host, job id, W&B id
+        metrics.csv           one row per PPO update, append-only
+        checkpoint.pt         latest checkpoint (written atomically)
+        train.log             the trainer's log, appended across resumes
+        wandb/                the offline W&B run(s)
+        eval/<eval_game>/     games.parquet (one row per game), summary.json
+        video/<eval_game>/    MP4s and contact sheets
+        saliency/             Atari-HEAD metrics: per-frame and per-trial files
+
+Files that mark a result as finished are written atomically (temporary file, then
+rename), so an interrupted writer never leaves a half-written result that looks done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SEED_DIR = re.compile(r"^seed_(-?\d+)$")
+NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+# Cell states written to status.json by the trainer.
+RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One (study, game, model, seed) point of a sweep grid."""
+
+    study: str
+    game: str
+    model: str
+    seed: int
+
+    def __post_init__(self) -> None:
+        for field in ("study", "game", "model"):
+            value = getattr(self, field)
+            if not isinstance(value, str) or not NAME.match(value):
+                raise ValueError(
+                    f"{field}={value!r} is not a valid name: use letters, digits, '_', '-', '.'"
+                )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed={self.seed!r} is not an integer")
+
+    @property
+    def key(self) -> str:
+        """`<game>/<model>/seed_<k>`: the W&B run name and the cell's path in its study."""
+        return f"{self.game}/{self.model}/seed_{self.seed}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+class CellDir:
+    """The files of one cell. Paths only; nothing is created until a writer asks."""
+
+    def __init__(self, root: Path | str, cell: Cell):
+        self.cell = cell
+        self.path = Path(root) / cell.study / cell.game / cell.model / f"seed_{cell.seed}"
+
+    def __repr__(self) -> str:
+        return f"CellDir({self.path})"
+
+    # Training
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.path / "wandb"
+
+    # Evaluation
+    def eval_dir(self, eval_game: str | None = None) -> Path:
+        return self.path / "eval" / (eval_game or self.cell.game)
+
+    def eval_games(self, eval_game: str | None = None) -> Path:
+        return self.eval_dir(eval_game) / "games.parquet"
+
+    def eval_summary(self, eval_game: str | None = None) -> Path:
+        return self.eval_dir(eval_game) / "summary.json"
+
+    def video_dir(self, eval_game: str | None = None) -> Path:
+        return self.path / "video" / (eval_game or self.cell.game)
+
+    # Saliency metrics on Atari-HEAD
+    @property
+    def saliency_dir(self) -> Path:
+        return self.path / "saliency"
+
+    # Status
+    def status(self) -> dict[str, Any]:
+        """The last status written, or {} for a cell that never started."""
+        try:
+            return json.loads(self.status_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{self.status_file}: not valid JSON ({e})") from e
+
+    def write_status(self, **fields: Any) -> dict[str, Any]:
+        """Merge `fields` into status.json (atomically) and return the new status."""
+        status = self.status()
+        status.update(fields)
+        atomic_write_text(self.status_file, json.dumps(status, indent=2, sort_keys=True) + "\n")
+        return status
+
+    @property
+    def state(self) -> str | None:
+        return self.status().get("state")
+
+    def is_done(self) -> bool:
+        return self.state == DONE
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint.exists()
+
+
+class RunLayout:
+    """All studies under one run root."""
+
+    def __init__(self, root: Path | str = "runs"):
+        self.root = Path(root)
+
+    def study_dir(self, study: str) -> Path:
+        return self.root / study
+
+    def analysis_dir(self, study: str) -> Path:
+        return self.study_dir(study) / "analysis"
+
+    def cell(self, study: str, game: str, model: str, seed: int) -> CellDir:
+        return CellDir(self.root, Cell(study, game, model, int(seed)))
+
+    def cells(self, study: str) -> Iterator[CellDir]:
+        """Every cell directory of a study found on disk, in sorted order."""
+        base = self.study_dir(study)
+        if not base.is_dir():
+            return
+        found = []
+        for seed_dir in base.glob("*/*/seed_*"):
+            m = SEED_DIR.match(seed_dir.name)
+            if not m or not seed_dir.is_dir():
+                continue
+            game, model = seed_dir.parent.parent.name, seed_dir.parent.name
+            if not (NAME.match(game) and NAME.match(model)) or game.startswith("."):
+                continue
+            found.append(Cell(study, game, model, int(m.group(1))))
+        for cell in sorted(found):
+            yield CellDir(self.root, cell)
+
+    def studies(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def cell_from_config(cfg: Any) -> CellDir:
+    """The cell a composed config (train/evaluate/metrics) points at."""
+    return RunLayout(cfg.run_root).cell(cfg.study, cfg.game.name, cfg.model.name, cfg.seed)
+
+
+def remove_if_empty(path: Path, stop: Path) -> None:
+    """Remove `path` and its empty parents up to (not including) `stop`.
+
+    Used when a run refuses its config after Hydra created the cell directory: nothing
+    written means nothing left behind.
+    """
+    path, stop = Path(path).resolve(), Path(stop).resolve()
+    while path != stop and stop in path.parents:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
+
+
+def _cell_path_resolver(run_root: str, study: str, game: str, model: str, seed: Any) -> str:
+    """OmegaConf resolver `${cell_dir:...}` so Hydra's output dir is this layout's path."""
+    try:
+        seed = int(seed)
+    except (TypeError, ValueError):
+        # Not an integer (e.g. a range given without -m): the entry point reports it;
+        # until then give Hydra a path that is not a cell directory.
+        return str(Path(run_root) / ".invalid")
+    return str(CellDir(run_root, Cell(study, game, model, seed)).path)
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("cell_dir"):
+        OmegaConf.register_new_resolver("cell_dir", _cell_path_resolver)
+
+
+register_resolvers()

@@ -1,0 +1,160 @@
+"""Hydra's basic sweeper plus what a study needs.
+
+- `seed=0-4` is an inclusive integer range (also inside lists: `seed=0-2,9`). Hydra's own
+  `seed=1,9,17` and `seed=range(0,5)` keep working. Which keys take ranges is
+  `hydra.sweeper.range_keys`.
+- Preflight: every cell's config is composed and checked (`hydra.sweeper.preflight`, a
+  dotted path to a function that raises on a bad config) before any cell is launched, so
+  bad input fails with one line and writes nothing.
+- A failed cell never stops the others: every batch runs to the end, then the sweep
+  reports the failed cells in one summary and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+INT = re.compile(r"^[+-]?\d+$")
+RANGE = re.compile(r"^([+-]?\d+)-([+-]?\d+)$")
+
+
+class SweepError(CompactHydraException):
+    """Printed by Hydra as one line, exit status 1."""
+
+
+@dataclass
+class FlsSweeperConf:
+    _target_: str = "hydra_plugins.fls_sweeper.fls_sweeper.FlsSweeper"
+    # cells per launch batch (null: all at once)
+    max_batch_size: Optional[int] = None
+    # sweep parameters from configs (experiment files), as in Hydra's basic sweeper
+    params: Optional[Dict[str, str]] = None
+    # keys whose values may be inclusive integer ranges `lo-hi`
+    range_keys: List[str] = field(default_factory=lambda: ["seed"])
+    # dotted path of `check(cfg)`, run on every composed cell config before launching
+    preflight: Optional[str] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="fls", node=FlsSweeperConf, provider="fls-sweeps")
+
+
+def expand_token(key: str, token: str) -> list[str]:
+    """One element of a `key=` value: an integer stays, `lo-hi` becomes lo..hi."""
+    token = token.strip()
+    if INT.match(token):
+        return [str(int(token))]
+    m = RANGE.match(token)
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if lo > hi:
+            raise SweepError(
+                f"{key}={token}: a range runs from low to high (inclusive), e.g. {key}={hi}-{lo}"
+            )
+        return [str(k) for k in range(lo, hi + 1)]
+    raise SweepError(
+        f"{key}={token}: expected an integer, an inclusive range like {key}=0-4, "
+        f"a list like {key}=1,9,17 or {key}=range(0,5)"
+    )
+
+
+def expand_ranges(arguments: Sequence[str], range_keys: Sequence[str]) -> list[str]:
+    """Rewrite `seed=0-4` as `seed=0,1,2,3,4` before Hydra parses the overrides."""
+    out = []
+    for arg in arguments:
+        key, sep, value = arg.partition("=")
+        bare_key = key.lstrip("+~")
+        if not sep or bare_key not in range_keys or "(" in value or "[" in value:
+            out.append(arg)  # Hydra's own syntax: range(...), choice(...), [..] lists
+            continue
+        values = [v for token in value.split(",") for v in expand_token(bare_key, token)]
+        out.append(f"{key}={','.join(values)}")
+    return out
+
+
+def import_callable(path: str) -> Callable[[DictConfig], Any]:
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise SweepError(f"hydra.sweeper.preflight={path}: cannot import it ({e})") from e
+
+
+class FlsSweeper(BasicSweeper):
+    def __init__(
+        self,
+        max_batch_size: Optional[int] = None,
+        params: Optional[Dict[str, str]] = None,
+        range_keys: Sequence[str] = ("seed",),
+        preflight: Optional[str] = None,
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.range_keys = list(range_keys)
+        self.preflight = import_callable(preflight) if preflight else None
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        """Compose every cell (as Hydra does) and run the preflight check on it."""
+        assert self.hydra_context is not None and self.config is not None
+        for overrides in batch:
+            cfg = self.hydra_context.config_loader.load_sweep_config(
+                master_config=self.config, sweep_overrides=list(overrides)
+            )
+            if self.preflight is not None:
+                try:
+                    self.preflight(cfg)
+                except ValueError as e:
+                    raise SweepError(f"{e} (cell: {' '.join(overrides)})") from e
+
+    def sweep(self, arguments: List[str]) -> Any:
+        assert self.config is not None and self.launcher is not None
+        assert self.hydra_context is not None
+
+        params_conf = expand_ranges(self._parse_config(), self.range_keys)
+        params_conf.extend(expand_ranges(arguments, self.range_keys))
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides(params_conf)
+        self.overrides = self.split_arguments(overrides, self.max_batch_size)
+
+        # Check every batch before launching any, so a bad value anywhere writes nothing.
+        for batch in self.overrides:
+            self.validate_batch_is_legal(batch)
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+
+        returns: List[Sequence[JobReturn]] = []
+        failed: List[JobReturn] = []
+        initial_job_idx = 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            failed += [r for r in results if r.status == JobStatus.FAILED]
+            initial_job_idx += len(batch)
+            returns.append(results)
+
+        if failed:
+            total = sum(len(b) for b in self.overrides)
+            lines = [
+                f"  {' '.join(r.overrides or [])}: {type(r._return_value).__name__}: {r._return_value}"
+                for r in failed
+            ]
+            log.error("%d of %d cells failed:\n%s", len(failed), total, "\n".join(lines))
+            raise SweepError(
+                f"{len(failed)} of {total} cells failed (the others finished); "
+                f"see each cell's train.log, or `make sweep-status`"
+            )
+        return returns
