@@ -121,6 +121,7 @@ class AtariVec:
     num_envs: int
     num_actions: int
     backend: str
+    observation_shape: tuple[int, int, int]
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         raise NotImplementedError
@@ -179,8 +180,10 @@ class NativeAtariVec(AtariVec):
       the first rollouts (CleanRL's envpool PPO, with the same behaviour, matches Baselines'
       Breakout scores).
     - Grayscale before the max of the last two frames, with ALE's palette luminance, rather
-      than max of RGB then cv2's RGB->gray. Pixel values differ by a few levels at most
-      (tests/test_envs.py measures it); the agent sees the same scene.
+      than max of RGB then cv2's RGB->gray. Only pixels where two flickering colours
+      overlap can differ: measured over 600-1,500 random steps (tests/test_envs.py),
+      Breakout, Space Invaders and Enduro frames are identical, Seaquest differs in 0.13%
+      of pixels, Ms. Pac-Man in 0.5% (by up to 37 grey levels).
     - The frame limit counts frames stepped (not the reset's no-ops): games are cut at
       most 30 frames later than Baselines would.
     """
@@ -225,6 +228,7 @@ class NativeAtariVec(AtariVec):
         )
         self.num_actions = int(self.env.single_action_space.n)
         self.stack = FrameStacker(num_envs, frame_stack)
+        self.observation_shape = (frame_stack, 84, 84)
         self.clock = _GameClock(num_envs)
         self.lives = np.zeros(num_envs, dtype=np.int64)
         self.game_start_frame = np.zeros(num_envs, dtype=np.int64)
@@ -433,6 +437,7 @@ class GymnasiumAtariVec(AtariVec):
         self.envs = [make_reference_env(env_id, **kwargs) for _ in range(num_envs)]
         self.num_actions = int(self.envs[0].action_space.n)
         self.stack = FrameStacker(num_envs, frame_stack)
+        self.observation_shape = (frame_stack, 84, 84)
         self.frames = np.zeros((num_envs, 84, 84), dtype=np.uint8)
 
     def reset(self, seed: int | None = None) -> np.ndarray:
