@@ -228,8 +228,9 @@ def _cell_path_resolver(run_root: str, study: str, game: str, model: str, seed: 
     except (TypeError, ValueError):
         # Not an integer (e.g. a range given without -m): the entry point reports it;
         # until then give Hydra a path that is not a cell directory.
-        return str(Path(run_root) / ".invalid")
-    return str(CellDir(run_root, Cell(study, game, model, seed)).path)
+        return str((Path(run_root) / ".invalid").absolute())
+    # Absolute, because Hydra joins it to hydra.sweep.dir in multirun.
+    return str(CellDir(run_root, Cell(study, game, model, seed)).path.absolute())
 
 
 def register_resolvers() -> None:

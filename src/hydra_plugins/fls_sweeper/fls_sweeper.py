@@ -10,11 +10,11 @@
   reports the failed cells in one summary and exits non-zero.
 """
 
-from __future__ import annotations
 
 import importlib
 import logging
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -33,7 +33,11 @@ RANGE = re.compile(r"^([+-]?\d+)-([+-]?\d+)$")
 
 
 class SweepError(CompactHydraException):
-    """Printed by Hydra as one line, exit status 1."""
+    """Bad sweep input: printed as one line, exit status 2, nothing launched."""
+
+
+class CellsFailed(SweepError):
+    """Some cells failed after all ran: one summary line, exit status 1."""
 
 
 @dataclass
@@ -52,7 +56,7 @@ class FlsSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="fls", node=FlsSweeperConf, provider="fls-sweeps")
 
 
-def expand_token(key: str, token: str) -> list[str]:
+def expand_token(key: str, token: str) -> List[str]:
     """One element of a `key=` value: an integer stays, `lo-hi` becomes lo..hi."""
     token = token.strip()
     if INT.match(token):
@@ -71,7 +75,7 @@ def expand_token(key: str, token: str) -> list[str]:
     )
 
 
-def expand_ranges(arguments: Sequence[str], range_keys: Sequence[str]) -> list[str]:
+def expand_ranges(arguments: Sequence[str], range_keys: Sequence[str]) -> List[str]:
     """Rewrite `seed=0-4` as `seed=0,1,2,3,4` before Hydra parses the overrides."""
     out = []
     for arg in arguments:
@@ -119,6 +123,14 @@ class FlsSweeper(BasicSweeper):
                     raise SweepError(f"{e} (cell: {' '.join(overrides)})") from e
 
     def sweep(self, arguments: List[str]) -> Any:
+        try:
+            return self._sweep(arguments)
+        except SweepError as e:
+            # One line and a non-zero exit, without Hydra's hint about stack traces.
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(1 if isinstance(e, CellsFailed) else 2) from None
+
+    def _sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None
         assert self.hydra_context is not None
 
@@ -153,7 +165,7 @@ class FlsSweeper(BasicSweeper):
                 for r in failed
             ]
             log.error("%d of %d cells failed:\n%s", len(failed), total, "\n".join(lines))
-            raise SweepError(
+            raise CellsFailed(
                 f"{len(failed)} of {total} cells failed (the others finished); "
                 f"see each cell's train.log, or `make sweep-status`"
             )

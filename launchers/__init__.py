@@ -1,0 +1,1 @@
+"""Where runs execute: Hydra launcher profiles (conf/launcher/) and cluster helpers."""

@@ -1,0 +1,142 @@
+"""Every config composes, and the config groups mirror the code one to one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import fls.rundir  # noqa: F401  (registers ${cell_dir:...})
+from fls.config import ConfigError, check_train_config
+
+from conftest import REPO
+
+CONF = REPO / "conf"
+SPEC_GAMES = {
+    "beamrider": ("BeamRiderNoFrameskip-v4", 9),
+    "breakout": ("BreakoutNoFrameskip-v4", 4),
+    "mspacman": ("MsPacmanNoFrameskip-v4", 9),
+    "spaceinvaders": ("SpaceInvadersNoFrameskip-v4", 6),
+    "enduro": ("EnduroNoFrameskip-v4", 9),
+    "seaquest": ("SeaquestNoFrameskip-v4", 18),
+    "breakout_infinite": ("BreakoutNoFrameskip-v4", 4),
+}
+SPEC_MODELS = [
+    "nature_cnn", "daqn", "rs_ppo", "rs_ppo_nopad", "sparse_fls", "sparse_fls_pool",
+    "sparse_fls_norm", "sparse_fls_1x1", "sparse_fls_sp2", "sparse_fls_norelu",
+    "sparse_fls_norelu_pool", "sparse_fls_first_conv", "sparse_fls_each_conv", "dense_fls",
+    "dense_fls_norelu",
+]
+
+
+def names(group: str) -> set[str]:
+    return {p.stem for p in (CONF / group).glob("*.yaml")}
+
+
+def train_cfg(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def test_groups_hold_the_spec_names():
+    assert names("game") == set(SPEC_GAMES)
+    assert names("model") == set(SPEC_MODELS)
+    assert names("ppo") == {"baselines"}
+    assert names("logger") == {"wandb", "wandb_online", "none"}
+    assert {"demo", "smoke", "paper"} <= names("experiment")
+
+
+def test_model_configs_are_the_registry():
+    from fls.models import MODELS
+
+    assert set(MODELS) == names("model")
+
+
+@pytest.mark.parametrize("game", sorted(SPEC_GAMES))
+def test_every_game_composes(game):
+    cfg = train_cfg(f"game={game}")
+    env_id, actions = SPEC_GAMES[game]
+    assert (cfg.game.name, cfg.game.env_id, cfg.game.num_actions) == (game, env_id, actions)
+    assert cfg.game.infinite == (game == "breakout_infinite")
+    check_train_config(cfg)
+
+
+@pytest.mark.parametrize("model", SPEC_MODELS)
+def test_every_model_composes(model):
+    cfg = train_cfg(f"model={model}")
+    assert cfg.model.name == model
+    check_train_config(cfg)
+
+
+def test_defaults_are_the_paper_protocol():
+    cfg = train_cfg()
+    assert cfg.total_timesteps == 50_000_000 and cfg.num_envs == 8 and cfg.device == "auto"
+    ppo = cfg.ppo
+    assert (ppo.num_steps, ppo.update_epochs, ppo.num_minibatches) == (128, 4, 4)
+    assert (ppo.learning_rate, ppo.adam_eps, ppo.clip_coef, ppo.ent_coef, ppo.vf_coef) == (2.5e-4, 1e-5, 0.1, 0.01, 0.5)
+    assert (ppo.max_grad_norm, ppo.gamma, ppo.gae_lambda) == (0.5, 0.99, 0.95)
+    assert ppo.anneal_lr and ppo.clip_vloss and ppo.norm_adv
+    env = cfg.env
+    assert (env.noop_max, env.frame_skip, env.frame_stack, env.max_episode_frames) == (30, 4, 4, 108000)
+    assert env.episodic_life and env.fire_reset
+    assert cfg.logger.name == "wandb" and cfg.logger.mode == "offline"
+    assert cfg.study == "default" and cfg.run_root == "runs"
+
+
+def test_loggers():
+    assert train_cfg("logger=wandb_online").logger.mode == "online"
+    assert train_cfg("logger=none").logger.name == "none"
+
+
+def test_experiments_name_their_study_and_grid():
+    demo = train_cfg("experiment=demo", hydra=True)
+    assert demo.study == "demo" and demo.game.name == "breakout"
+    assert dict(demo.hydra.sweeper.params) == {"model": "nature_cnn,sparse_fls", "seed": "1,9"}
+    smoke = train_cfg("experiment=smoke")
+    assert smoke.study == "smoke" and smoke.total_timesteps <= 1024
+    check_train_config(smoke)
+    paper = train_cfg("experiment=paper", hydra=True)
+    params = paper.hydra.sweeper.params
+    assert paper.total_timesteps == 50_000_000
+    assert set(params.model.split(",")) == set(SPEC_MODELS)
+    assert set(params.game.split(",")) == set(SPEC_GAMES) - {"breakout_infinite"}
+    assert params.seed == "1,9,17,25,33"
+
+
+def test_hydra_dirs_are_the_cell_directory():
+    cfg = train_cfg("game=seaquest", "model=daqn", "seed=9", "study=s", "run_root=/tmp/r", hydra=True)
+    expected = "/tmp/r/s/seaquest/daqn/seed_9"
+    assert cfg.hydra.run.dir == expected
+    assert cfg.hydra.sweep.subdir == expected
+    assert cfg.hydra.sweep.dir == "/tmp/r/s"
+    assert cfg.hydra.output_subdir is None
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("total_timesteps=0", "total_timesteps=0"),
+        ("total_timesteps=100", "less than one rollout"),
+        ("num_envs=0", "num_envs=0"),
+        ("seed=0-4", "is a range"),
+        ("seed=abc", "seed=abc"),
+        ("device=tpu", "device=tpu"),
+        ("ppo.num_minibatches=3", "ppo.num_minibatches=3"),
+        ("env.backend=native game=breakout_infinite", "env.backend=native"),
+    ],
+)
+def test_bad_values_are_refused_with_the_key(override, message):
+    cfg = train_cfg(*override.split())
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        check_train_config(cfg)
+
+
+def test_every_yaml_key_is_commented():
+    """Like CleanRL's Args docstrings: each entry config and group file explains its keys."""
+    for path in [CONF / "train.yaml", CONF / "ppo" / "baselines.yaml", CONF / "env" / "atari.yaml"]:
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line and not line.startswith((" ", "#", "-")) and ":" in line and line.split(":")[0] not in ("defaults", "hydra"):
+                assert i and lines[i - 1].startswith("#"), f"{path.name}: no comment above {line!r}"
