@@ -1,0 +1,104 @@
+"""Start, skip, resume or discard a training cell: what a re-run or a requeued job finds.
+
+- A finished cell is skipped with a message.
+- An unfinished cell resumes from its checkpoint, provided it is asked to train the
+  same thing (the keys in TRAINING_KEYS); anything else is refused rather than mixed.
+- `overwrite=true` is the only way to discard a cell's results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from fls.config import ConfigError, check_train_config
+from fls.rundir import CellDir, atomic_write_text, cell_from_config, remove_if_empty
+
+log = logging.getLogger(__name__)
+
+# What a cell trains; the other keys (device, logger, launcher, checkpoint_every, ...)
+# may change between a run and its resume.
+TRAINING_KEYS = ("game", "model", "ppo", "env", "seed", "total_timesteps", "num_envs")
+FREE_ENV_KEYS = ("num_threads",)
+
+
+def training_identity(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    container = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    ident = {k: container.get(k) for k in TRAINING_KEYS}
+    if isinstance(ident.get("env"), dict):
+        ident["env"] = {k: v for k, v in ident["env"].items() if k not in FREE_ENV_KEYS}
+    return ident
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old} -> {new}"]
+
+
+def job_info() -> dict[str, Any]:
+    """Where this process runs, for status.json and sweep-status."""
+    info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+        if var in os.environ:
+            info[var.lower()] = os.environ[var]
+    return info
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def refuse(cfg: DictConfig, error: ConfigError) -> None:
+    """Report a refused config in one line, leave nothing behind, exit with status 2."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        # Hydra made the job's directory before the config could be checked.
+        remove_if_empty(Path(HydraConfig.get().runtime.output_dir), Path(str(cfg.run_root)))
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def open_training_cell(cfg: DictConfig) -> CellDir | None:
+    """The cell to train, or None when it is already done. Raises ConfigError."""
+    check_train_config(cfg)
+    cell = cell_from_config(cfg)
+    if cfg.overwrite and cell.path.exists():
+        # Only on explicit request: the cell's results go away.
+        shutil.rmtree(cell.path)
+        cell.path.mkdir(parents=True)  # the log file lives here
+        log.warning("overwrite=true: discarded %s", cell.path)
+    ident = training_identity(cfg)
+    if cell.config.exists():
+        recorded = training_identity(OmegaConf.to_container(OmegaConf.load(cell.config), resolve=True))
+        changes = _diff(recorded, ident)
+        if changes:
+            raise ConfigError(
+                f"{cell.path} was started with a different config ({'; '.join(changes[:4])}); "
+                "use another study=, or overwrite=true to discard it"
+            )
+    else:
+        cell.path.mkdir(parents=True, exist_ok=True)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config.pop("hydra", None)
+        atomic_write_text(cell.config, OmegaConf.to_yaml(config))
+    if cell.is_done():
+        status = cell.status()
+        log.info(
+            "%s is done (%s agent steps, finished %s); skipping. overwrite=true retrains it.",
+            cell.cell.key, status.get("global_step"), status.get("finished_at"),
+        )
+        return None
+    return cell

@@ -1,0 +1,182 @@
+"""Where training metrics go: the cell's metrics.csv, W&B, and the console.
+
+metrics.csv is the record the analysis package reads: one row per PPO update, appended
+and flushed as each update ends. On resume it is cut back to the checkpoint's update
+(atomically), so a kill never leaves duplicate or orphan rows.
+
+W&B is optional and offline by default (no prompt, no network). The run is named
+`<game>/<model>/seed_<k>`, grouped by `<game>/<model>`, carries the flattened config, and
+its charts use game frames as the x-axis, so grouping runs by `model` draws Figure 3's
+seed bands. A resumed cell continues the same W&B run id.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fls.rundir import CellDir, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+X_AXIS = "global/game_frames"
+COLUMNS = [
+    "update",
+    "global_step",
+    X_AXIS,
+    "global/seconds",
+    "charts/eprewmean",
+    "charts/eplenmean",
+    "charts/games",
+    "charts/SPS",
+    "charts/learning_rate",
+    "losses/value_loss",
+    "losses/policy_loss",
+    "losses/entropy",
+    "losses/old_approx_kl",
+    "losses/approx_kl",
+    "losses/clipfrac",
+    "losses/explained_variance",
+]
+
+
+class MetricsCSV:
+    """Append-only metrics file with a fixed header."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file: io.TextIOWrapper | None = None
+
+    def truncate_after(self, update: int) -> int:
+        """Drop rows past `update` (written after the last checkpoint). Returns rows kept."""
+        if not self.path.exists():
+            return 0
+        with self.path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if int(r["update"]) <= update]
+        if len(kept) != len(rows):
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(kept)
+            atomic_write_text(self.path, buf.getvalue())
+            log.info("metrics.csv: dropped %d rows logged after the checkpoint", len(rows) - len(kept))
+        return len(kept)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._file is None:
+            new = not self.path.exists() or self.path.stat().st_size == 0
+            self._file = self.path.open("a", newline="")
+            if new:
+                self._file.write(",".join(COLUMNS) + "\n")
+        csv.DictWriter(self._file, fieldnames=COLUMNS, lineterminator="\n").writerow(
+            {k: _fmt(row.get(k)) for k in COLUMNS}
+        )
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _fmt(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+class WandbRun:
+    """The W&B side: one run per cell, continued on resume."""
+
+    def __init__(self, logger_cfg: Any, cell: CellDir, config: dict[str, Any], run_id: str | None):
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        c = cell.cell
+        cell.wandb_dir.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            project=logger_cfg.project,
+            entity=logger_cfg.entity,
+            mode=logger_cfg.mode,
+            dir=str(cell.path),  # wandb adds its own wandb/ folder
+            id=run_id,
+            resume="allow",
+            name=c.key,
+            group=f"{c.game}/{c.model}",
+            job_type="train",
+            tags=[c.study, c.game, c.model, f"seed_{c.seed}", *logger_cfg.tags],
+            config=flatten(config),
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+        self.run.define_metric(X_AXIS)
+        for prefix in ("charts/*", "losses/*", "global_step", "update"):
+            self.run.define_metric(prefix, step_metric=X_AXIS)
+        self.run.define_metric("charts/eprewmean", step_metric=X_AXIS, summary="max")
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.run.log({k: v for k, v in row.items() if v is not None and not _isnan(v)})
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.run.finish(exit_code=exit_code)
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+class Progress:
+    """A tqdm bar on a terminal; plain periodic lines in batch jobs (SLURM logs)."""
+
+    def __init__(self, total_steps: int, start_step: int, every_s: float, name: str):
+        self.interactive = sys.stderr.isatty()
+        self.every_s = every_s
+        self.name = name
+        self.last = 0.0
+        self.bar = None
+        if self.interactive:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", unit_scale=True,
+                            desc=name, dynamic_ncols=True)
+        self.step = start_step
+        self.total = total_steps
+
+    def update(self, step: int, row: dict[str, Any]) -> None:
+        eprew = row.get("charts/eprewmean")
+        text = f"SPS={row['charts/SPS']:.0f} eprewmean={'-' if _isnan(eprew) else f'{eprew:.2f}'}"
+        if self.bar is not None:
+            self.bar.update(step - self.step)
+            self.bar.set_postfix_str(text, refresh=False)
+        elif time.monotonic() - self.last >= self.every_s or step >= self.total:
+            self.last = time.monotonic()
+            log.info("%s step %d/%d (%.0f%%) %s", self.name, step, self.total, 100 * step / self.total, text)
+        self.step = step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
