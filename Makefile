@@ -1,0 +1,62 @@
+# fls-sweeps. `make help` lists the targets. Every target sets up what it needs itself:
+# a virtualenv in .venv with the pinned packages of requirements.lock (seconds when done).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SETUP := $(VENV)/.installed
+STUDY ?= demo
+RUN_ROOT ?= runs
+# Hydra overrides appended to the demo's commands, e.g. DEMO_ARGS="total_timesteps=4096"
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-slow test-all test-slurm slurm-up slurm-down sweep-status \
+        table2 table3 table4 table5 fig3 analysis bench bench-models clean-venv
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(SETUP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	# torch first, alone: this machine's pinned CPU build (any other spec pulls CUDA wheels)
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	@touch $@
+
+setup: $(SETUP) ## create .venv with the pinned dependencies (idempotent)
+
+demo: $(SETUP) ## the main job: train a small Breakout sweep on CPU, evaluate it, print its table
+	$(PY) src/train.py -m experiment=demo run_root=$(RUN_ROOT) $(DEMO_ARGS)
+	$(PY) src/evaluate.py -m experiment=demo run_root=$(RUN_ROOT) $(DEMO_ARGS)
+	$(PY) -m analysis table3 --study demo --run-root $(RUN_ROOT)
+	$(PY) -m analysis fig3 --study demo --run-root $(RUN_ROOT)
+
+test: $(SETUP) ## the default test suite (what CI runs)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: $(SETUP) ## the slow tests (longer real runs, torch.compile)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: $(SETUP) ## every test but the SLURM ones
+	$(PY) -m pytest -m "not slurm" $(PYTEST_ARGS)
+
+table2 table3 table4 table5 fig3: $(SETUP) ## a paper artefact of STUDY (make table3 STUDY=demo)
+	$(PY) -m analysis $@ --study $(STUDY) --run-root $(RUN_ROOT)
+
+analysis: $(SETUP) ## every artefact of STUDY
+	$(PY) -m analysis all --study $(STUDY) --run-root $(RUN_ROOT)
+
+bench: $(SETUP) ## throughput ratios (trainer vs env, dense FLS update, metrics), < 10 min
+	$(PY) -m bench
+
+bench-models: $(SETUP) ## forward+backward time of every model, as ratios to Nature CNN
+	$(PY) bench/bench_models.py
+
+clean-venv: ## remove .venv (runs/ is never touched)
+	rm -rf $(VENV)
