@@ -30,8 +30,16 @@ def env_cfg(**overrides):
     return cfg
 
 
-def test_frame_stacker_fills_on_reset_and_shifts_oldest_first():
+def test_frame_stacker_zero_fills_like_vecframestack():
     s = FrameStacker(2, k=4, shape=(1, 1))
+    assert s.reset(np.array([[[1]], [[2]]], dtype=np.uint8))[:, :, 0, 0].tolist() == [[0, 0, 0, 1], [0, 0, 0, 2]]
+    s.push(np.array([[[3]], [[4]]], dtype=np.uint8))
+    out = s.push(np.array([[[5]], [[6]]], dtype=np.uint8), reset_mask=np.array([False, True]))
+    assert out[:, :, 0, 0].tolist() == [[0, 1, 3, 5], [0, 0, 0, 6]]
+
+
+def test_frame_stacker_repeat_fill_and_shifts_oldest_first():
+    s = FrameStacker(2, k=4, shape=(1, 1), fill="repeat")
     first = np.array([[[1]], [[2]]], dtype=np.uint8)
     assert s.reset(first)[:, :, 0, 0].tolist() == [[1, 1, 1, 1], [2, 2, 2, 2]]
     s.push(np.array([[[3]], [[4]]], dtype=np.uint8))
@@ -126,7 +134,7 @@ def test_reference_stack_follows_baselines_on_a_lost_life():
     for t, i in lost:
         assert res["done"][t, i]  # episodic life
         stack = res["obs"][t + 1, i]
-        assert all((stack[k] == stack[3]).all() for k in range(3))  # FrameStack.reset fill
+        assert not stack[:3].any() and stack[3].any()  # VecFrameStack zero-fill on done
     # The whole game (5 lives) is one score: game ends are far fewer than lives lost.
     assert res["game_over"].sum() * 4 <= len(lost)
 

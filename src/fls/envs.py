@@ -45,20 +45,33 @@ def warp_frame(rgb: np.ndarray, size: int = 84) -> np.ndarray:
 
 
 class FrameStacker:
-    """The last k frames of each env, oldest first; a reset fills all k with the new frame.
+    """The last k frames of each env, oldest first, restarted on every episode end.
 
-    That fill is what Baselines' FrameStack does on every reset, including the soft
-    reset after a lost life.
+    `fill` says what a restarted stack holds besides the new frame: "zeros" is Baselines
+    ppo2's VecFrameStack, which zeroes an env's stack on every done (a lost life too) and
+    is what the paper's agents saw; "repeat" is Baselines' FrameStack wrapper, the new
+    frame k times (SPEC.md §7 uses it for Atari-HEAD stacks).
     """
 
-    def __init__(self, num_envs: int, k: int = 4, shape: tuple[int, int] = (84, 84)):
+    FILLS = ("zeros", "repeat")
+
+    def __init__(self, num_envs: int, k: int = 4, shape: tuple[int, int] = (84, 84), fill: str = "zeros"):
+        if fill not in self.FILLS:
+            raise ValueError(f"fill={fill!r}: expected one of {self.FILLS}")
+        self.fill = fill
         self.frames = np.zeros((num_envs, k, *shape), dtype=np.uint8)
 
     def reset(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        if mask is None:
-            self.frames[:] = frames[:, None]
+        index = slice(None) if mask is None else mask
+        new = frames[index]
+        if self.fill == "repeat":
+            self.frames[index] = new[:, None]
         else:
-            self.frames[mask] = frames[mask][:, None]
+            self.frames[index] = 0
+            if mask is None:
+                self.frames[:, -1] = new
+            else:
+                self.frames[mask, -1] = new
         return self.frames
 
     def push(self, frames: np.ndarray, reset_mask: np.ndarray | None = None) -> np.ndarray:
@@ -94,6 +107,8 @@ def check_env_config(env_cfg: Any, game_cfg: Any) -> None:
         value = env_cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"env.{key}={value}: expected a non-negative integer")
+    if env_cfg.get("stack_fill", "zeros") not in FrameStacker.FILLS:
+        raise ConfigError(f"env.stack_fill={env_cfg.stack_fill}: expected one of {', '.join(FrameStacker.FILLS)}")
     if env_cfg.frame_skip < 1 or env_cfg.frame_stack < 1:
         raise ConfigError("env.frame_skip and env.frame_stack must be positive integers")
 
@@ -166,10 +181,10 @@ class NativeAtariVec(AtariVec):
     Configured: frame skip 4 with max of the last 2 frames, 84 x 84 area resize, unclipped
     rewards (the trainer clips to sign for learning and scores unclipped), no episodic
     life (it would reset the whole game) but life-loss info, same-step autoreset.
-    Corrected here: frames are stacked in Python with Baselines' fill-on-reset (the native
-    stack starts from zeros), the stack is refilled after a lost life as Baselines'
-    FrameStack does on its soft reset, and game over / life loss are told apart from the
-    lives counter.
+    Corrected here: frames are stacked in Python, restarted on every episode end as
+    Baselines ppo2's VecFrameStack does (the native stack restarts only with a new game,
+    not after a lost life), and game over / life loss are told apart from the lives
+    counter.
 
     Remaining differences from Baselines, and why they are harmless:
     - Reset: ALE presses FIRE for one frame, then 0-28 no-op frames (noop_max=30); Baselines
@@ -198,6 +213,7 @@ class NativeAtariVec(AtariVec):
         noop_max: int = 30,
         frame_skip: int = 4,
         frame_stack: int = 4,
+        stack_fill: str = "zeros",
         episodic_life: bool = True,
         fire_reset: bool = True,
         max_episode_frames: int = 108000,
@@ -227,7 +243,7 @@ class NativeAtariVec(AtariVec):
             use_fire_reset=fire_reset,
         )
         self.num_actions = int(self.env.single_action_space.n)
-        self.stack = FrameStacker(num_envs, frame_stack)
+        self.stack = FrameStacker(num_envs, frame_stack, fill=stack_fill)
         self.observation_shape = (frame_stack, 84, 84)
         self.clock = _GameClock(num_envs)
         self.lives = np.zeros(num_envs, dtype=np.int64)
@@ -432,11 +448,11 @@ class GymnasiumAtariVec(AtariVec):
 
     backend = "gymnasium"
 
-    def __init__(self, env_id: str, num_envs: int, *, frame_stack: int = 4, **kwargs: Any):
+    def __init__(self, env_id: str, num_envs: int, *, frame_stack: int = 4, stack_fill: str = "zeros", **kwargs: Any):
         self.num_envs = num_envs
         self.envs = [make_reference_env(env_id, **kwargs) for _ in range(num_envs)]
         self.num_actions = int(self.envs[0].action_space.n)
-        self.stack = FrameStacker(num_envs, frame_stack)
+        self.stack = FrameStacker(num_envs, frame_stack, fill=stack_fill)
         self.observation_shape = (frame_stack, 84, 84)
         self.frames = np.zeros((num_envs, 84, 84), dtype=np.uint8)
 
@@ -489,6 +505,7 @@ def make_vec_env(
         noop_max=int(env_cfg.noop_max),
         frame_skip=int(env_cfg.frame_skip),
         frame_stack=int(env_cfg.frame_stack),
+        stack_fill=str(env_cfg.get("stack_fill", "zeros")),
         episodic_life=bool(env_cfg.episodic_life if episodic_life is None else episodic_life),
         fire_reset=bool(env_cfg.get("fire_reset", True)),
         max_episode_frames=int(max_episode_frames or env_cfg.max_episode_frames),
