@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
+
+# conf/ of this checkout: where evaluation and analysis find game configs by name
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 DEVICES = ("auto", "cpu", "cuda")
 

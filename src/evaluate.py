@@ -1,0 +1,50 @@
+"""Evaluate trained cells (SPEC.md §6), or record their saliency videos.
+
+    python src/evaluate.py -m experiment=demo                          every cell of the demo
+    python src/evaluate.py -m game=breakout,seaquest model=sparse_fls seed=0-4
+    python src/evaluate.py -m study=paper game=breakout eval.game=breakout_infinite   Table 5
+    python src/evaluate.py study=demo model=sparse_fls seed=1 video=true    MP4 + contact sheet
+
+Each cell's checkpoint is found through fls.rundir; results land in the cell's
+eval/<eval_game>/ (or video/<eval_game>/). Finished evaluations are not recomputed
+unless eval.overwrite=true. Settings: conf/evaluate.yaml and conf/eval/paper.yaml.
+"""
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from fls.cell_lifecycle import refuse
+from fls.checkpoint import CheckpointError
+from fls.config import ConfigError
+from fls.evaluation import check_eval_config, evaluate_cell
+from fls.rundir import cell_from_config, remove_if_empty
+
+log = logging.getLogger("evaluate")
+
+
+def evaluate(cfg: DictConfig):
+    check_eval_config(cfg)
+    cell = cell_from_config(cfg)
+    if cfg.video:
+        from fls.video import record_cell_video
+
+        result = record_cell_video(cfg, cell)
+    else:
+        result = evaluate_cell(cfg, cell)
+    if result is None:  # nothing to evaluate: leave no empty directory behind
+        remove_if_empty(cell.path, cell.path.parents[3])
+    return result
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig):
+    try:
+        return evaluate(cfg)
+    except (ConfigError, CheckpointError) as e:
+        refuse(cfg, e)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The evaluation protocol of SPEC.md §6: full games with an unseen seed, counted exactly.
+
+Each of `eval.num_envs` envs plays a fixed share of `eval.games` full games (all lives),
+with no-op starts as in training and actions sampled from the policy. An env that has
+played its share keeps stepping (vector envs step together) but its games no longer
+count, so no game is counted twice, and none is cut short by the end of the evaluation:
+the evaluation ends when every env has finished its last counted game. Long games are
+never traded for short ones, which a "first N games to finish" rule would do.
+
+Results go to the cell's `eval/<eval_game>/`: games.parquet (one row per game) and
+summary.json, both written only when the evaluation is complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from fls import checkpoint
+from fls.config import CONF_DIR, ConfigError, as_int, check_seed, resolve_device
+from fls.envs import AtariVec, check_env_config, make_vec_env
+from fls.models import build_model
+from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+GAME_COLUMNS = ["env", "game", "score", "frames", "seconds", "truncated"]
+
+
+def load_game(name: str) -> DictConfig:
+    path = CONF_DIR / "game" / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"eval.game={name}: no such game; expected one of {', '.join(names)}")
+    return OmegaConf.load(path)
+
+
+def eval_game(cfg: DictConfig) -> DictConfig:
+    """The game to play: the cell's own, or `eval.game` (e.g. breakout_infinite)."""
+    if cfg.eval.game in (None, cfg.game.name):
+        return cfg.game
+    game = load_game(cfg.eval.game)
+    if game.num_actions != cfg.game.num_actions:
+        raise ConfigError(
+            f"eval.game={game.name}: {game.num_actions} actions, but the {cfg.game.name} "
+            f"agents have {cfg.game.num_actions}"
+        )
+    return game
+
+
+def max_frames(cfg: DictConfig, game: DictConfig) -> int:
+    return int(cfg.eval.max_frames or game.eval_max_frames)
+
+
+def eval_seed(cfg: DictConfig) -> int:
+    return int(cfg.eval.seed_offset) + 1000 * int(cfg.seed)
+
+
+def check_eval_config(cfg: DictConfig) -> None:
+    check_seed(cfg.seed)
+    resolve_device(cfg.device)
+    for key in ("games", "num_envs", "seed_offset"):
+        if as_int(f"eval.{key}", cfg.eval[key]) <= 0:
+            raise ConfigError(f"eval.{key}={cfg.eval[key]}: must be a positive integer")
+    if cfg.eval.max_frames is not None and as_int("eval.max_frames", cfg.eval.max_frames) <= 0:
+        raise ConfigError(f"eval.max_frames={cfg.eval.max_frames}: must be a positive number of frames")
+    game = eval_game(cfg)
+    check_env_config(cfg.env, game)
+    if eval_seed(cfg) + int(cfg.eval.num_envs) >= 2**31:
+        raise ConfigError(f"eval.seed_offset={cfg.eval.seed_offset}: seeds must stay below 2**31")
+
+
+def shares(games: int, num_envs: int) -> np.ndarray:
+    """How many games each env plays: equal shares, the first envs one more if needed."""
+    num_envs = min(num_envs, games)
+    base = np.full(num_envs, games // num_envs)
+    base[: games % num_envs] += 1
+    return base
+
+
+@dataclass
+class Policy:
+    """Actions for a batch of uint8 observations, on the model's device."""
+
+    model: torch.nn.Module
+    device: torch.device
+    sample: bool = True
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        logits, _ = self.model(torch.from_numpy(obs).to(self.device))
+        if self.sample:
+            action = torch.distributions.Categorical(logits=logits).sample()
+        else:
+            action = logits.argmax(-1)
+        return action.cpu().numpy()
+
+
+def play_games(
+    envs: AtariVec,
+    act: Callable[[np.ndarray], np.ndarray],
+    per_env: np.ndarray,
+    seed: int,
+    on_game: Callable[[], None] | None = None,
+) -> pd.DataFrame:
+    """Play until env i has finished per_env[i] games; one row per counted game."""
+    assert len(per_env) == envs.num_envs
+    counted = np.zeros(envs.num_envs, dtype=np.int64)
+    rows: list[tuple] = []
+    obs = envs.reset(seed=seed)
+    while (counted < per_env).any():
+        obs, step = envs.step(act(obs))
+        for i in np.flatnonzero(step.game_over & (counted < per_env)):
+            rows.append((i, counted[i], step.game_score[i], step.game_frames[i], step.game_seconds[i], step.truncated[i]))
+            counted[i] += 1
+            if on_game:
+                on_game()
+    frame = pd.DataFrame(rows, columns=GAME_COLUMNS)
+    return frame.astype({"env": "int32", "game": "int32", "score": "float64", "frames": "int64",
+                         "seconds": "float64", "truncated": "bool"})
+
+
+def load_policy_model(cell: CellDir, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The cell's trained model from its checkpoint, in eval mode, and the checkpoint's counters."""
+    state = checkpoint.load(cell.checkpoint, map_location=device)
+    model = build_model(state["model_name"], state["num_actions"]).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    info = {k: state[k] for k in ("update", "global_step", "model_name", "game", "num_actions")}
+    return model, info
+
+
+def summarize(games: pd.DataFrame) -> dict[str, Any]:
+    scores = games["score"].to_numpy()
+    return {
+        "n": int(len(scores)),
+        "mean": float(scores.mean()),
+        "std": float(scores.std(ddof=0)),  # population std over all games, as a table cell reports
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "truncated": int(games["truncated"].sum()),
+        "mean_frames": float(games["frames"].mean()),
+    }
+
+
+def trained_cell_or_none(cfg: DictConfig, cell: CellDir) -> bool:
+    """Whether this cell has something to evaluate (else say why and skip it)."""
+    if not cell.has_checkpoint():
+        # Not logged: the log file would create the directory of a cell that does not exist.
+        print(f"{cell.cell.key}: no checkpoint (not trained yet); skipping", file=sys.stderr)
+        return False
+    if not cell.is_done() and not cfg.eval.allow_unfinished:
+        log.warning("%s: training has not finished (state %s); skipping. eval.allow_unfinished=true "
+                    "evaluates its latest checkpoint", cell.cell.key, cell.state)
+        return False
+    return True
+
+
+def evaluate_cell(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
+    """Score one cell per SPEC.md §6; returns its summary (None when skipped)."""
+    game = eval_game(cfg)
+    summary_path, games_path = cell.eval_summary(game.name), cell.eval_games(game.name)
+    if not trained_cell_or_none(cfg, cell):
+        return None
+    device = resolve_device(cfg.device)
+    model, ckpt = load_policy_model(cell, device)
+    limit = max_frames(cfg, game)
+    settings = {
+        "eval_game": game.name, "games": int(cfg.eval.games), "num_envs": int(cfg.eval.num_envs),
+        "max_frames": limit, "seed": eval_seed(cfg), "sample": bool(cfg.eval.sample),
+        "checkpoint_global_step": int(ckpt["global_step"]),
+    }
+    if summary_path.exists() and games_path.exists() and not cfg.eval.overwrite:
+        previous = json.loads(summary_path.read_text())
+        if previous.get("settings") == settings:
+            log.info("%s: evaluation on %s is done (%d games, mean %.1f); skipping. eval.overwrite=true recomputes it",
+                     cell.cell.key, game.name, previous["n"], previous["mean"])
+            return previous
+        log.info("%s: evaluation settings or checkpoint changed; recomputing", cell.cell.key)
+
+    training_seeds = cell.status().get("env_reset_seeds", [])
+    train_envs = int(cell.status().get("num_envs", cfg.num_envs))
+    per_env = shares(int(cfg.eval.games), int(cfg.eval.num_envs))
+    seed = eval_seed(cfg)
+    used = {s + i for s in training_seeds for i in range(train_envs)}
+    if used & set(range(seed, seed + len(per_env))):
+        raise ConfigError(f"eval.seed_offset={cfg.eval.seed_offset}: evaluation seeds overlap the cell's training seeds")
+
+    log.info("%s: %d games on %s (%d envs, frame limit %d, seed %d)", cell.cell.key, per_env.sum(),
+             game.name, len(per_env), limit, seed)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    with make_vec_env(game, cfg.env, len(per_env), max_episode_frames=limit) as envs, tqdm(
+        total=int(per_env.sum()), unit="game", desc=f"{cell.cell.key} on {game.name}",
+        disable=not sys.stderr.isatty(), dynamic_ncols=True,
+    ) as bar:
+        games = play_games(envs, Policy(model, device, bool(cfg.eval.sample)), per_env, seed, on_game=lambda: bar.update(1))
+
+    summary = {**summarize(games), "seconds": time.perf_counter() - start, "settings": settings,
+               "cell": cell.cell.key, "checkpoint_update": int(ckpt["update"])}
+    buffer = io.BytesIO()
+    games.to_parquet(buffer, index=False)
+    # games first, summary last: a summary means its games file is complete
+    atomic_write_bytes(games_path, buffer.getvalue())
+    atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+    log.info("%s on %s: %.1f +/- %.1f over %d games (%d truncated)", cell.cell.key, game.name,
+             summary["mean"], summary["std"], summary["n"], summary["truncated"])
+    return summary
+
+
+def write_results(cell: CellDir, eval_game: str, games: pd.DataFrame, summary: dict[str, Any]) -> None:
+    """games.parquet, then summary.json: a summary means its games file is complete."""
+    buffer = io.BytesIO()
+    games[GAME_COLUMNS].to_parquet(buffer, index=False)
+    atomic_write_bytes(cell.eval_games(eval_game), buffer.getvalue())
+    atomic_write_text(cell.eval_summary(eval_game), json.dumps(summary, indent=2) + "\n")
+
+
+def read_summary(cell: CellDir, eval_game: str | None = None) -> dict[str, Any] | None:
+    path = cell.eval_summary(eval_game)
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if not math.isnan(summary.get("mean", math.nan)) else None

@@ -1,0 +1,143 @@
+"""Saliency videos and contact sheets of a trained cell (the paper's Figure 4 and videos).
+
+Each frame shows the raw 210 x 160 screen with the saliency map resized onto it
+(bilinear, SPEC.md §3) as a colour overlay, beside the 84 x 84 observation the agent
+saw with the map at its own resolution. Maps are divided by the largest value in the
+clip, so brightness compares across the clip. nature_cnn has no map: its video shows
+the game alone.
+
+Games are played on the gymnasium reference backend, the one that exposes the raw RGB
+screen; its observations equal the native backend's (tests/test_envs.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import cv2
+import imageio.v2 as imageio
+import numpy as np
+import torch
+from matplotlib import colormaps
+from omegaconf import DictConfig
+from PIL import Image, ImageDraw
+
+from fls.envs import GymnasiumAtariVec
+from fls.evaluation import eval_game, eval_seed, load_policy_model, trained_cell_or_none
+from fls.config import resolve_device
+from fls.metrics import upscale_saliency
+from fls.rundir import CellDir, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+HEAT = colormaps["jet"]
+ALPHA = 0.6
+SCALE = 2  # output pixels per screen pixel: 420 x 740 frames
+
+
+def overlay(rgb: np.ndarray, heat: np.ndarray | None) -> np.ndarray:
+    """Blend a [0, 1] map onto an RGB image: more saliency, more colour."""
+    if heat is None:
+        return rgb
+    colour = HEAT(np.clip(heat, 0, 1))[..., :3] * 255
+    weight = ALPHA * np.clip(heat, 0, 1)[..., None]
+    return (rgb * (1 - weight) + colour * weight).astype(np.uint8)
+
+
+def compose(raw: np.ndarray, obs: np.ndarray, map84: np.ndarray | None, scale: float) -> np.ndarray:
+    """One video frame: raw screen with its overlay | 84 x 84 observation with its overlay."""
+    left = overlay(raw, None if map84 is None else np.clip(upscale_saliency(map84, raw.shape[:2]), 0, None) / scale)
+    gray = np.repeat(obs[..., None], 3, axis=2)
+    right = overlay(gray, None if map84 is None else map84 / scale)
+    right = cv2.resize(right, (raw.shape[0], raw.shape[0]), interpolation=cv2.INTER_NEAREST)
+    frame = np.concatenate([left, right], axis=1)
+    return cv2.resize(frame, (frame.shape[1] * SCALE, frame.shape[0] * SCALE), interpolation=cv2.INTER_NEAREST)
+
+
+def play_recorded_game(envs: GymnasiumAtariVec, model: torch.nn.Module, device: torch.device, seed: int,
+                       sample: bool) -> dict[str, Any]:
+    """One full game: raw screens, observations, maps (None without attention), score."""
+    screen = envs.envs[0].unwrapped.ale.getScreenRGB
+    obs = envs.reset(seed=seed)
+    raws, observations, maps = [screen().copy()], [obs[0, -1].copy()], []
+    while True:
+        with torch.no_grad():
+            x = torch.from_numpy(obs).to(device)
+            logits, _ = model(x)
+            maps.append(model.saliency(x)[0].float().cpu().numpy() if model.has_saliency else None)
+        action = torch.distributions.Categorical(logits=logits).sample() if sample else logits.argmax(-1)
+        obs, step = envs.step(action.cpu().numpy())
+        if step.game_over[0]:
+            return {"raws": raws, "obs": observations, "maps": maps, "score": float(step.game_score[0]),
+                    "frames": int(step.game_frames[0]), "truncated": bool(step.truncated[0])}
+        raws.append(screen().copy())
+        observations.append(obs[0, -1].copy())
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=7, macro_block_size=1,
+                            ffmpeg_log_level="error") as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    tmp.replace(path)
+
+
+def contact_sheet(frames: list[np.ndarray], steps: list[int], columns: int = 4) -> Image.Image:
+    """Frames in a grid, each labelled with its agent step."""
+    h, w = frames[0].shape[:2]
+    rows = -(-len(frames) // columns)
+    sheet = Image.new("RGB", (columns * w, rows * h), "black")
+    draw = ImageDraw.Draw(sheet)
+    for k, (frame, step) in enumerate(zip(frames, steps)):
+        x, y = (k % columns) * w, (k // columns) * h
+        sheet.paste(Image.fromarray(frame), (x, y))
+        draw.text((x + 6, y + 4), f"step {step}", fill="white")
+    return sheet
+
+
+def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
+    game = eval_game(cfg)
+    if not trained_cell_or_none(cfg, cell):
+        return None
+    device = resolve_device(cfg.device)
+    model, ckpt = load_policy_model(cell, device)
+    if not model.has_saliency:
+        log.info("%s: %s has no attention map; the video shows the game alone", cell.cell.key, ckpt["model_name"])
+    video = cfg.eval.video
+    out = cell.video_dir(game.name)
+    out.mkdir(parents=True, exist_ok=True)
+    seed = eval_seed(cfg)
+    torch.manual_seed(seed)
+    envs = GymnasiumAtariVec(
+        game.env_id, 1, infinite=bool(game.infinite), noop_max=int(cfg.env.noop_max),
+        frame_skip=int(cfg.env.frame_skip), frame_stack=int(cfg.env.frame_stack),
+        episodic_life=bool(cfg.env.episodic_life), fire_reset=bool(cfg.env.fire_reset),
+        max_episode_frames=int(video.max_frames),
+    )
+    record: dict[str, Any] = {"cell": cell.cell.key, "eval_game": game.name, "checkpoint_global_step": ckpt["global_step"],
+                              "has_saliency": bool(model.has_saliency), "games": []}
+    with envs:
+        for g in range(int(video.games)):
+            played = play_recorded_game(envs, model, device, seed + g, bool(cfg.eval.sample))
+            maps = played["maps"]
+            scale = max((float(m.max()) for m in maps if m is not None), default=1.0) or 1.0
+            frames = [compose(r, o, m, scale) for r, o, m in zip(played["raws"], played["obs"], maps)]
+            path = out / f"game_{g}.mp4"
+            write_mp4(path, frames, int(video.fps))
+            if g == 0:
+                k = min(int(video.sheet_frames), len(frames))
+                picks = np.linspace(0, len(frames) - 1, k).round().astype(int).tolist()
+                sheet = contact_sheet([frames[i] for i in picks], picks)
+                sheet_path = out / "contact_sheet.png"
+                tmp = sheet_path.with_name(".contact_sheet.tmp.png")
+                sheet.save(tmp)
+                tmp.replace(sheet_path)
+            record["games"].append({"video": path.name, "score": played["score"], "frames": played["frames"],
+                                    "agent_steps": len(frames), "truncated": played["truncated"], "map_max": scale})
+            log.info("%s: %s (%d steps, score %.0f)", cell.cell.key, path, len(frames), played["score"])
+    atomic_write_text(out / "video.json", json.dumps(record, indent=2) + "\n")
+    return record
