@@ -16,7 +16,7 @@ export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-slow test-all test-slurm slurm-up slurm-down sweep-status \
-        table2 table3 table4 table5 fig3 analysis bench bench-models clean-venv
+        table2 table3 table4 table5 fig3 fig6 fig7 analysis bench bench-models clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,8 +46,16 @@ test-slow: $(SETUP) ## the slow tests (longer real runs, torch.compile)
 test-all: $(SETUP) ## every test but the SLURM ones
 	$(PY) -m pytest -m "not slurm" $(PYTEST_ARGS)
 
-table2 table3 table4 table5 fig3: $(SETUP) ## a paper artefact of STUDY (make table3 STUDY=demo)
+ARTEFACTS := table2 table3 table4 table5 fig3 fig6 fig7
+$(ARTEFACTS): $(SETUP)
 	$(PY) -m analysis $@ --study $(STUDY) --run-root $(RUN_ROOT)
+table2: ## Table 2: architectures and parameter counts, from the model registry
+table3: ## Table 3: evaluation scores of STUDY (make table3 STUDY=demo)
+table4: ## Table 4: saliency metrics on Atari-HEAD of STUDY
+table5: ## Table 5: Breakout vs BreakoutInfinite of STUDY
+fig3: ## Figure 3: reward curves of STUDY, one panel per game
+fig6: ## Figure 6: reward curves of the Sparse FLS variants of STUDY
+fig7: ## Figure 7: reward curves of the other ablations of STUDY
 
 analysis: $(SETUP) ## every artefact of STUDY
 	$(PY) -m analysis all --study $(STUDY) --run-root $(RUN_ROOT)
@@ -57,6 +65,19 @@ bench: $(SETUP) ## throughput ratios (trainer vs env, dense FLS update, metrics)
 
 bench-models: $(SETUP) ## forward+backward time of every model, as ratios to Nature CNN
 	$(PY) bench/bench_models.py
+
+slurm-up: ## start a one-node SLURM with accounting here (root; installs slurm-wlm, munge, MariaDB if missing)
+	launchers/slurm-local/up.sh
+
+slurm-down: ## stop the local SLURM and remove its state (.slurm/)
+	launchers/slurm-local/down.sh
+
+test-slurm: $(SETUP) slurm-up ## the SLURM tests (pytest -m slurm) on the local one-node SLURM
+	SLURM_CONF=$(CURDIR)/.slurm/etc/slurm.conf $(PY) -m pytest -m slurm $(PYTEST_ARGS)
+
+STATUS_ARGS ?=
+sweep-status: $(SETUP) ## every cell of STUDY: done/running/queued/failed/resumable/not started (STATUS_ARGS=--resubmit-failed)
+	$(PY) -m launchers.status --study $(STUDY) --run-root $(RUN_ROOT) $(STATUS_ARGS)
 
 clean-venv: ## remove .venv (runs/ is never touched)
 	rm -rf $(VENV)

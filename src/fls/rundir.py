@@ -33,6 +33,9 @@ from typing import Any
 SEED_DIR = re.compile(r"^seed_(-?\d+)$")
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
+# Beside multirun.yaml in a study's (= sweep's) directory: the cluster launchers' job records.
+JOBS_FILE = "jobs.jsonl"
+
 # Cell states written to status.json by the trainer.
 RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
 
@@ -135,6 +138,11 @@ class CellDir:
     def saliency_dir(self) -> Path:
         return self.path / "saliency"
 
+    @property
+    def saliency_trials(self) -> Path:
+        """One row per (trial, map, resolution, alignment): metrics averaged over defined frames."""
+        return self.saliency_dir / "trials.csv"
+
     # Status
     def status(self) -> dict[str, Any]:
         """The last status written, or {} for a cell that never started."""
@@ -174,6 +182,10 @@ class RunLayout:
 
     def analysis_dir(self, study: str) -> Path:
         return self.study_dir(study) / "analysis"
+
+    def jobs_file(self, study: str) -> Path:
+        """Every job the cluster launchers submitted for this study (launchers/jobs.py)."""
+        return self.study_dir(study) / JOBS_FILE
 
     def cell(self, study: str, game: str, model: str, seed: int) -> CellDir:
         return CellDir(self.root, Cell(study, game, model, int(seed)))

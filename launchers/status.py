@@ -1,0 +1,417 @@
+"""Where every cell of a study is, from its run directories and, where it answers, SLURM.
+
+    python -m launchers.status --study paper [--run-root runs]        the table
+    python -m launchers.status --study paper --resubmit-failed        the command that reruns
+                                                                      the failed and missing cells
+    python -m launchers.status --study paper --resubmit-failed --run  ... and runs it
+
+States (each cell's status.json through fls.rundir, and the state of its latest job):
+  done         finished
+  running      training now: its job runs, or (without SLURM) its process is alive
+  queued       its job waits in SLURM: not yet started, or requeued after a signal
+  failed       raised, or its job died (killed, out of memory or time, cancelled); the
+               table is followed by the end of its train.log and of its job's log
+  resumable    interrupted, or left a checkpoint, and nothing runs it: a rerun resumes it
+  not started  in the study's grid, but no directory and no job
+The grid is the union of the cells on disk, the sweep saved in <study>/multirun.yaml and the
+jobs recorded in <study>/jobs.jsonl (launchers/jobs.py). Without squeue/sacct the table is
+built from the directories alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import socket
+import subprocess
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fls.rundir import DONE, FAILED, INTERRUPTED, RUNNING, Cell, CellDir, RunLayout
+
+from launchers import jobs as job_records
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPO / "src" / "train.py"
+TRAIN_APP = "train"
+# The keys that name a cell; a rerun command sets them itself.
+CELL_KEYS = ("game", "model", "seed", "study", "run_root")
+
+DONE_, RUNNING_, QUEUED, FAILED_, RESUMABLE, NOT_STARTED = (
+    "done", "running", "queued", "failed", "resumable", "not started",
+)
+STATES = (DONE_, RUNNING_, QUEUED, FAILED_, RESUMABLE, NOT_STARTED)
+# What the rerun command covers.
+TO_RERUN = (FAILED_, RESUMABLE, NOT_STARTED)
+
+# SLURM job states (squeue/sacct), by what they mean for the cell.
+SLURM_WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
+SLURM_RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
+# Neither squeue nor sacct knows the job: SLURM keeps no record of an array task cancelled
+# while it waited (Slurm 22.05), nor of jobs purged from accounting.
+GONE = "GONE"
+
+TAIL_LINES = 8
+
+
+@dataclass
+class Row:
+    cell: Cell
+    state: str
+    progress: str = "-"
+    job_id: str | None = None
+    slurm_state: str | None = None
+    host: str | None = None
+    restarts: int = 0
+    note: str = ""
+    job_record: dict[str, Any] | None = field(default=None, repr=False)
+
+
+# The grid
+
+
+def multirun_cells(study_dir: Path, study: str) -> set[Cell]:
+    """The cells of the sweep saved in multirun.yaml: its overrides expanded and composed,
+    as the sweeper does (cells differing only in seed share one composition)."""
+    path = study_dir / "multirun.yaml"
+    if not path.is_file():
+        return set()
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra_plugins.fls_sweeper.fls_sweeper import expand_ranges
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(path)
+    hydra = saved.hydra
+    sources = [s for s in hydra.runtime.config_sources if s.provider == "main" and s.schema == "file"]
+    if not sources:
+        return set()
+    range_keys = list(hydra.sweeper.get("range_keys") or ["seed"])
+    params = [f"{k}={v}" for k, v in (hydra.sweeper.get("params") or {}).items()]
+    arguments = expand_ranges(params + list(hydra.overrides.task), range_keys)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    combos = BasicSweeper.split_arguments(parsed, None)[0]
+
+    cells: set[Cell] = set()
+    composed: dict[tuple[str, ...], Any] = {}
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=sources[0].path, version_base="1.3", job_name=str(hydra.job.name)):
+        for combo in combos:
+            # Launcher and other hydra.* settings do not move a cell.
+            combo = [o for o in combo if not o.startswith("hydra.")]
+            seed = next((o.split("=", 1)[1] for o in combo if o.startswith("seed=")), None)
+            rest = tuple(o for o in combo if not o.startswith("seed="))
+            if rest not in composed:
+                cfg = compose(config_name=str(hydra.job.config_name), overrides=combo)
+                composed[rest] = (str(cfg.study), str(cfg.game.name), str(cfg.model.name), cfg.seed)
+            cell_study, game, model, default_seed = composed[rest]
+            if cell_study == study:
+                cells.add(Cell(study, game, model, int(seed if seed is not None else default_seed)))
+    GlobalHydra.instance().clear()
+    return cells
+
+
+def recorded_cells(records: list[dict[str, Any]], study: str) -> dict[Cell, dict[str, Any]]:
+    """The latest training job recorded for each cell of the study."""
+    latest: dict[Cell, dict[str, Any]] = {}
+    for record in sorted(records, key=lambda r: r.get("submitted", 0)):
+        c = record.get("cell")
+        if record.get("app") != TRAIN_APP or not c or c.get("study") != study:
+            continue
+        latest[Cell(study, c["game"], c["model"], int(c["seed"]))] = record
+    return latest
+
+
+# SLURM
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout if res.returncode == 0 else None
+
+
+def query_slurm(job_ids: set[str]) -> dict[str, dict[str, str]] | None:
+    """State of each job: sacct for the past, squeue for the present (it lists pending
+    array tasks one by one, sacct as a range). None when neither answers."""
+    if not job_ids:
+        return {}
+    states: dict[str, dict[str, str]] = {}
+    ids = sorted({j.split("_")[0] for j in job_ids})
+    acct = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(ids)])
+    for line in (acct or "").splitlines():
+        parts = line.split("|")
+        if len(parts) >= 3 and "[" not in parts[0]:
+            states[parts[0]] = {"state": parts[1].split()[0] if parts[1] else "UNKNOWN", "reason": "", "exit": parts[2]}
+    queue = _run(["squeue", "-h", "-r", "--me", "-o", "%i|%T|%r"])
+    for line in (queue or "").splitlines():
+        parts = line.split("|")
+        if len(parts) >= 3 and parts[0] in job_ids:
+            states[parts[0]] = {"state": parts[1], "reason": "" if parts[2] == "None" else parts[2], "exit": ""}
+    if acct is None and queue is None:
+        return None
+    return states
+
+
+# One cell
+
+
+def _alive_here(status: dict[str, Any]) -> bool | None:
+    """Whether the process that wrote `status` still runs; None when it ran elsewhere."""
+    if status.get("host") != socket.gethostname() or not status.get("pid"):
+        return None
+    try:
+        os.kill(int(status["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status_job_id(status: dict[str, Any]) -> str | None:
+    """The SLURM job that last ran the cell, as submitit names it (array_task for arrays)."""
+    if status.get("slurm_array_job_id") and status.get("slurm_array_task_id") is not None:
+        return f"{status['slurm_array_job_id']}_{status['slurm_array_task_id']}"
+    return status.get("slurm_job_id")
+
+
+def classify(status: dict[str, Any], has_checkpoint: bool, slurm: dict[str, str] | None,
+             alive: bool | None) -> tuple[str, str]:
+    """(state, note) of one cell. `slurm`: its latest job's state, None when unknown;
+    `alive`: whether its process runs here, None when that cannot be told."""
+    state = status.get("state")
+    job = slurm.get("state") if slurm else None
+    if state == DONE:
+        return DONE_, ""
+    if job in SLURM_WAITING:
+        reason = f" ({slurm['reason']})" if slurm.get("reason") else ""
+        return QUEUED, ("requeued" if state else "waiting") + reason
+    if job in SLURM_RUNNING:
+        return RUNNING_, ""
+    resume = "a rerun resumes it" if has_checkpoint else "no checkpoint: a rerun starts it over"
+    if state == FAILED:
+        return FAILED_, status.get("error") or ""
+    if state == INTERRUPTED:
+        why = f" ({status['error']})" if status.get("error") else ""
+        return RESUMABLE, f"interrupted{why}; {resume}"
+    if state == RUNNING:
+        if alive:
+            return RUNNING_, ""
+        if job == GONE:
+            return FAILED_, f"SLURM no longer knows its job; {resume}"
+        if job is not None:
+            return FAILED_, f"its job ended {job} while training; {resume}"
+        if alive is False:
+            return FAILED_, f"process {status.get('pid')} is gone; {resume}"
+        return RUNNING_, f"on {status.get('host')} (not verified here)"
+    if job == GONE:
+        return FAILED_, "its job left the queue without running and without a SLURM record (cancelled while pending?)"
+    if job is not None and job != "COMPLETED":
+        return FAILED_, f"its job ended {job} before the cell started"
+    if has_checkpoint:
+        return RESUMABLE, resume
+    return NOT_STARTED, ""
+
+
+def collect(layout: RunLayout, study: str, use_slurm: bool = True) -> list[Row]:
+    study_dir = layout.study_dir(study)
+    records = recorded_cells(job_records.read(study_dir), study)
+    try:
+        grid = multirun_cells(study_dir, study)
+    except Exception as e:  # e.g. a config renamed since the sweep: still show what is there
+        print(f"warning: cannot expand the sweep of {study_dir / 'multirun.yaml'} ({type(e).__name__}: {e}); "
+              "showing the cells on disk and in jobs.jsonl", file=sys.stderr)
+        grid = set()
+    cells = {c.cell for c in layout.cells(study)} | grid | set(records)
+    dirs = {cell: CellDir(layout.root, cell) for cell in cells}
+    statuses = {cell: d.status() for cell, d in dirs.items()}
+    job_ids = {
+        cell: (records[cell]["job_id"] if cell in records else status_job_id(statuses[cell]))
+        for cell in cells
+    }
+    # Jobs of submitit's local executor are processes, not SLURM jobs.
+    in_slurm = {
+        cell: job_ids[cell] is not None and (cell not in records or records[cell].get("executor") == "slurm")
+        for cell in cells
+    }
+    slurm = query_slurm({job_ids[c] for c in cells if in_slurm[c]}) if use_slurm else None
+
+    rows = []
+    for cell in sorted(cells):
+        status, job_id = statuses[cell], job_ids[cell]
+        job = slurm.get(job_id, {"state": GONE}) if (slurm is not None and in_slurm[cell]) else None
+        state, note = classify(status, dirs[cell].has_checkpoint(), job, _alive_here(status))
+        if state == NOT_STARTED and in_slurm[cell] and slurm is None:
+            note = f"job {job_id} submitted; SLURM does not answer here"
+        progress = f"{status['update']}/{status['num_updates']}" if "num_updates" in status else "-"
+        rows.append(Row(
+            cell=cell, state=state, progress=progress, job_id=job_id,
+            # a finished cell's job may be long purged from accounting: no news
+            slurm_state=job["state"] if job and not (state == DONE_ and job["state"] == GONE) else None,
+            host=status.get("host"),
+            restarts=int(status.get("slurm_restart_count") or 0), note=note,
+            job_record=records.get(cell),
+        ))
+    return rows
+
+
+# Output
+
+
+def render(rows: list[Row], study: str) -> str:
+    header = ("cell", "state", "update", "job", "slurm", "host", "restarts", "note")
+    table = [header] + [
+        (r.cell.key, r.state, r.progress, r.job_id or "-", r.slurm_state or "-", r.host or "-",
+         str(r.restarts), r.note)
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths)) + "  " + line[-1] for line in table]
+    counts = defaultdict(int)
+    for r in rows:
+        counts[r.state] += 1
+    summary = ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s])
+    lines.append(f"{study}: {len(rows)} cells: {summary or 'none found'}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _tail(path: Path | None, n: int = TAIL_LINES) -> list[str]:
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines() if path else []
+    except OSError:
+        return []
+    return lines[-n:]
+
+
+def job_log(layout: RunLayout, row: Row) -> Path | None:
+    """The stderr of the cell's job: recorded at submission, else submitit's folder."""
+    if row.job_record and row.job_record.get("stderr"):
+        return Path(row.job_record["stderr"])
+    if row.job_id:
+        found = sorted((layout.study_dir(row.cell.study) / ".submitit" / row.job_id).glob("*_log.err"))
+        return found[0] if found else None
+    return None
+
+
+def failure_details(layout: RunLayout, rows: list[Row]) -> str:
+    out = []
+    for row in rows:
+        if row.state != FAILED_:
+            continue
+        out.append(f"--- {row.cell.key}: failed" + (f" ({row.note})" if row.note else ""))
+        train_log = CellDir(layout.root, row.cell).train_log
+        for title, path in (("train.log", train_log), ("job log", job_log(layout, row))):
+            lines = _tail(path)
+            if lines:
+                out.append(f"{title} ({path}), last {len(lines)} lines:")
+                out.extend(f"  {line}" for line in lines)
+    return "\n".join(out)
+
+
+# Rerunning
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def base_overrides(layout: RunLayout, study: str) -> list[str]:
+    """The command line of the study's latest training sweep (launcher settings included),
+    less the cell keys."""
+    from omegaconf import OmegaConf
+
+    candidates: list[tuple[float, list[str]]] = []
+    for record in job_records.read(layout.study_dir(study)):
+        if record.get("app") == TRAIN_APP:
+            candidates.append((record.get("submitted", 0), list(record.get("sweep_overrides") or [])))
+    multirun = layout.study_dir(study) / "multirun.yaml"
+    if multirun.is_file():
+        saved = OmegaConf.load(multirun).hydra
+        if saved.job.name == TRAIN_APP:
+            hydra_overrides = [o for o in saved.overrides.get("hydra") or [] if not o.startswith("hydra.mode=")]
+            candidates.append((multirun.stat().st_mtime, list(saved.overrides.task) + hydra_overrides))
+    if not candidates:
+        return []
+    latest = max(candidates, key=lambda c: c[0])[1]
+    return [o for o in latest if _key(o) not in CELL_KEYS]
+
+
+def rerun_commands(layout: RunLayout, study: str, rows: list[Row], python: str = "python",
+                   script: str = "src/train.py") -> list[list[str]]:
+    """One `-m` sweep per (model, seeds) group, covering exactly the cells to rerun."""
+    seeds: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for row in rows:
+        if row.state in TO_RERUN:
+            seeds[(row.cell.game, row.cell.model)].add(row.cell.seed)
+    groups: dict[tuple[str, tuple[int, ...]], list[str]] = defaultdict(list)
+    for (game, model), s in sorted(seeds.items()):
+        groups[(model, tuple(sorted(s)))].append(game)
+    base = base_overrides(layout, study)
+    return [
+        [python, script, "-m", f"study={study}", f"run_root={layout.root}", f"game={','.join(games)}",
+         f"model={model}", f"seed={','.join(map(str, seed_list))}", *base]
+        for (model, seed_list), games in sorted(groups.items(), key=lambda g: (g[0][0], g[1], g[0][1]))
+    ]
+
+
+def _shown(path: Path) -> str:
+    """`path` as a user here would type it: relative to the working directory when inside."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launchers.status", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--study", required=True, help="the study (runs/<study>/)")
+    parser.add_argument("--run-root", default="runs", help="where run directories go (default: runs)")
+    parser.add_argument("--resubmit-failed", action="store_true",
+                        help="print the command(s) that rerun the failed, resumable and not-started cells")
+    parser.add_argument("--run", action="store_true", help="with --resubmit-failed: run them")
+    parser.add_argument("--no-slurm", action="store_true", help="do not ask squeue/sacct")
+    args = parser.parse_args(argv)
+    if args.run and not args.resubmit_failed:
+        parser.error("--run goes with --resubmit-failed")
+
+    layout = RunLayout(args.run_root)
+    rows = collect(layout, args.study, use_slurm=not args.no_slurm)
+    if not rows:
+        print(f"error: no cells of study {args.study!r} under {args.run_root}/ "
+              f"(studies there: {', '.join(layout.studies()) or 'none'})", file=sys.stderr)
+        return 2
+    print(render(rows, args.study))
+    details = failure_details(layout, rows)
+    if details:
+        print("\n" + details)
+    if not args.resubmit_failed:
+        return 0
+
+    python, script = _shown(Path(sys.executable)), _shown(TRAIN_SCRIPT)
+    commands = rerun_commands(layout, args.study, rows, python, script)
+    if not commands:
+        print("\nnothing to rerun")
+        return 0
+    print("\nrerun the failed and missing cells with:")
+    for cmd in commands:
+        print("  " + shlex.join(cmd))
+    if not args.run:
+        return 0
+    rc = 0
+    for cmd in commands:
+        print(f"\n$ {shlex.join(cmd)}", flush=True)
+        rc = subprocess.call([sys.executable, str(TRAIN_SCRIPT), *cmd[2:]]) or rc
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
