@@ -1,0 +1,118 @@
+"""python -m analysis <artefact> --study <name> [--run-root runs]
+
+    python -m analysis table2                      parameter counts, printed only
+    python -m analysis table3 --study demo         evaluation scores of runs/demo
+    python -m analysis table4 --study paper --resolution 84x84
+    python -m analysis fig3 --study paper --source wandb:my-team/fls-sweeps
+    python -m analysis all --study paper           table2-5, fig3, fig6, fig7
+
+Tables print as Markdown and are written as <artefact>.md, .csv (tidy numbers, one row per
+cell) and .tex; figures are written as <artefact>.png and .svg (plus .csv, the plotted
+curves) and their paths printed. Everything goes to runs/<study>/analysis/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis import fig3, table2, table3, table4, table5
+from analysis.grid import Grid
+from analysis.load import SourceError, open_source
+from analysis.paper import DEFAULT_DIR, PaperValues
+from analysis.render import markdown, write_figure, write_table
+from fls.rundir import RunLayout
+
+TABLES = ["table2", "table3", "table4", "table5"]
+FIGURES = list(fig3.FIGURES)
+ARTEFACTS = [*TABLES, *FIGURES]
+
+
+def seed_list(text: str) -> list[int]:
+    try:
+        return sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected integers separated by commas") from None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("artefact", choices=[*ARTEFACTS, "all"], help="the paper's artefact to build")
+    parser.add_argument("--study", help="the sweep's name (runs/<study>/); optional for table2 only")
+    parser.add_argument("--run-root", default="runs", help="where run directories are (default: runs)")
+    parser.add_argument("--source", default="files",
+                        help="'files' (default) or wandb:<entity>/<project> for the training curves of online runs")
+    parser.add_argument("--paper-values", type=Path, default=DEFAULT_DIR,
+                        help=f"folder of the paper's table4.csv and table5.csv (default: {DEFAULT_DIR})")
+    parser.add_argument("--seeds", type=seed_list,
+                        help="expected seeds, e.g. 1,9,17,25,33, and only those are used (default: every seed in the study)")
+    parser.add_argument("--resolution", default="210x160", choices=["210x160", "84x84"], help="Table 4's map resolution")
+    parser.add_argument("--alignment", default="spec", choices=["spec", "paper"],
+                        help="Table 4's frame alignment: SPEC §7's, or the authors' off-by-one")
+    return parser.parse_args(argv)
+
+
+def build_table(name: str, source, grid: Grid, args: argparse.Namespace):
+    paper = PaperValues(args.paper_values)
+    if name == "table3":
+        return table3.build(source, grid)
+    if name == "table4":
+        return table4.build(source, grid, paper, args.resolution, args.alignment)
+    return table5.build(source, grid, paper)
+
+
+SKIPPED = {"table4": "no model with an attention map on an Atari-HEAD game", "table5": "no breakout cells"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wanted = ARTEFACTS if args.artefact == "all" else [args.artefact]
+    if args.study is None and wanted != ["table2"]:
+        print(f"error: {args.artefact} needs --study <name> (the sweep under {args.run_root}/)", file=sys.stderr)
+        return 2
+    out_dir = RunLayout(args.run_root).analysis_dir(args.study) if args.study else None
+
+    if "table2" in wanted:  # from the registry alone: needs no study
+        artefact = table2.build()
+        print(markdown(artefact))
+        if out_dir:
+            print("\n".join(f"wrote {p}" for p in write_table(artefact, out_dir)) + "\n")
+    rest = [a for a in wanted if a != "table2"]
+    if not rest:
+        return 0
+
+    try:
+        source = open_source(args.source, args.run_root, args.study)
+        cells = source.cells()
+        if cells.empty:
+            raise SourceError(f"no cells of study {args.study!r} in {source.description}")
+        grid = Grid.of(cells, args.seeds)
+        metrics = source.metrics() if set(rest) & set(FIGURES) else None  # once for all figures
+    except (ValueError, SourceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    for name in rest:
+        if name in FIGURES:
+            built = fig3.build(source, grid, name, metrics)
+            if built is None:
+                print(f"{name}: none of its models ({', '.join(sorted(fig3.own_models(name)))}) has a reward "
+                      f"curve in study {args.study!r}; skipped\n")
+                continue
+            paths = write_figure(built.figure, name, out_dir, built.data)
+            print(f"## {built.title}\n")
+            print("\n".join([*(f"wrote {p}" for p in paths), *(f"- {n}" for n in built.notes)]) + "\n")
+            continue
+        built = build_table(name, source, grid, args)
+        if built is None:
+            print(f"{name}: {SKIPPED[name]} in study {args.study!r}; skipped\n")
+            continue
+        print(markdown(built))
+        print("\n".join(f"wrote {p}" for p in write_table(built, out_dir)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Reading a study from its run directories (fls.rundir's layout), with no server.
+
+Every reader returns a DataFrame keyed by the cell (`game`, `model`, `seed`) and tolerates
+a half-finished sweep: a cell with no metrics, an empty or header-only metrics.csv, NaN
+eprewmean rows (no game finished yet), an evaluation still running (no summary.json), or
+no saliency metrics yet simply contributes no rows.
+
+The sources (this one, and `wandb_source.WandbSource`) share one interface:
+
+    cells()            game, model, seed, state         the cells that exist (state: status.json)
+    metrics()          game, model, seed, frames, eprewmean       one row per PPO update
+    eval_games(g)      game, model, seed, eval_game, score, frames, truncated   one row per game
+    saliency()         game, model, seed + trials.csv's columns    one row per Atari-HEAD trial
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fls.rundir import CellDir, RunLayout
+from fls.train_log import X_AXIS
+
+EPREWMEAN = "charts/eprewmean"
+KEYS = ["game", "model", "seed"]
+CELL_COLUMNS = [*KEYS, "state"]
+METRIC_COLUMNS = [*KEYS, "frames", "eprewmean"]
+GAME_COLUMNS = [*KEYS, "eval_game", "score", "frames", "truncated"]
+TRIAL_COLUMNS = ["trial", "map", "resolution", "alignment", "nss", "kl", "sauc",
+                 "nss_frames", "kl_frames", "sauc_frames", "frames", "checkpoint_global_step"]
+SALIENCY_COLUMNS = [*KEYS, *TRIAL_COLUMNS]
+NOT_STARTED = "not started"
+
+
+class SourceError(Exception):
+    """A source that cannot be read (e.g. W&B unreachable or not logged in): one line for the user."""
+
+
+def empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="int64" if c == "seed" else "object") for c in columns})
+
+
+def read_metrics_csv(path: Path) -> pd.DataFrame:
+    """frames and eprewmean of one metrics.csv; rows with no eprewmean yet are dropped."""
+    try:
+        # on_bad_lines: a trainer killed mid-row leaves a short last line
+        raw = pd.read_csv(path, usecols=lambda c: c in (X_AXIS, EPREWMEAN), on_bad_lines="skip")
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        raw = pd.DataFrame()
+    if X_AXIS not in raw or EPREWMEAN not in raw:
+        return pd.DataFrame({"frames": pd.Series(dtype="float64"), "eprewmean": pd.Series(dtype="float64")})
+    frame = pd.DataFrame({"frames": pd.to_numeric(raw[X_AXIS], errors="coerce"),
+                          "eprewmean": pd.to_numeric(raw[EPREWMEAN], errors="coerce")})
+    return clean_curve(frame)
+
+
+def clean_curve(frame: pd.DataFrame) -> pd.DataFrame:
+    """Finite points only, by frames, one value per frame count (the last one logged)."""
+    frame = frame.astype({"frames": "float64", "eprewmean": "float64"})
+    frame = frame[np.isfinite(frame["frames"]) & np.isfinite(frame["eprewmean"])]
+    frame = frame.drop_duplicates("frames", keep="last").sort_values("frames")
+    return frame.reset_index(drop=True)
+
+
+def _with_keys(frame: pd.DataFrame, cell: CellDir) -> pd.DataFrame:
+    c = cell.cell
+    return frame.assign(game=c.game, model=c.model, seed=c.seed)
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty(columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+class FileSource:
+    """One study's files under a run root."""
+
+    description = "run directories"
+
+    def __init__(self, run_root: Path | str, study: str):
+        self.layout = RunLayout(run_root)
+        self.study = study
+        self.description = str(self.layout.study_dir(study))
+
+    def _cells(self) -> list[CellDir]:
+        return list(self.layout.cells(self.study))
+
+    def cells(self) -> pd.DataFrame:
+        rows = []
+        for cell in self._cells():
+            try:
+                state = cell.status().get("state") or NOT_STARTED
+            except ValueError:  # a status.json caught mid-write by a non-atomic writer
+                state = "unknown"
+            rows.append((cell.cell.game, cell.cell.model, cell.cell.seed, state))
+        return pd.DataFrame(rows, columns=CELL_COLUMNS) if rows else empty(CELL_COLUMNS)
+
+    def metrics(self) -> pd.DataFrame:
+        frames = [_with_keys(read_metrics_csv(c.metrics), c) for c in self._cells()]
+        return _concat(frames, METRIC_COLUMNS)
+
+    def eval_games(self, eval_game: str | None = None) -> pd.DataFrame:
+        """Every evaluated game; eval_game=None: each cell on its own game (Table 3)."""
+        frames = []
+        for cell in self._cells():
+            target = eval_game or cell.cell.game
+            # evaluation writes games.parquet first and summary.json last: no summary, not done
+            if not (cell.eval_summary(target).exists() and cell.eval_games(target).exists()):
+                continue
+            games = pd.read_parquet(cell.eval_games(target), columns=["score", "frames", "truncated"])
+            frames.append(_with_keys(games, cell).assign(eval_game=target))
+        return _concat(frames, GAME_COLUMNS)
+
+    def eval_summaries(self, eval_game: str | None = None) -> dict[tuple[str, str, int], dict]:
+        out = {}
+        for cell in self._cells():
+            path = cell.eval_summary(eval_game or cell.cell.game)
+            if path.exists():
+                out[(cell.cell.game, cell.cell.model, cell.cell.seed)] = json.loads(path.read_text())
+        return out
+
+    def saliency(self) -> pd.DataFrame:
+        frames = []
+        for cell in self._cells():
+            path = cell.saliency_trials
+            try:
+                trials = pd.read_csv(path, dtype={"trial": str})
+            except (FileNotFoundError, pd.errors.EmptyDataError):
+                continue
+            for col in ("nss", "kl", "sauc"):
+                trials[col] = pd.to_numeric(trials[col], errors="coerce")
+            frames.append(_with_keys(trials.reindex(columns=TRIAL_COLUMNS), cell))
+        return _concat(frames, SALIENCY_COLUMNS)
+
+
+def open_source(spec: str, run_root: Path | str, study: str):
+    """`files` (the default) or `wandb:<entity>/<project>`."""
+    if spec in (None, "", "files"):
+        return FileSource(run_root, study)
+    if spec.startswith("wandb:"):
+        from analysis.wandb_source import WandbSource
+
+        return WandbSource(spec.removeprefix("wandb:"), study, files=FileSource(run_root, study))
+    raise ValueError(f"--source {spec!r}: expected 'files' or 'wandb:<entity>/<project>'")

@@ -1,0 +1,29 @@
+"""The paper's published numbers (shared/paper/values/), for side-by-side comparison.
+
+Found beside the repository by default (`<repo>/../shared/paper/values`); `--paper-values`
+points elsewhere. When they are not there, tables are built without the comparison.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DIR = REPO.parent / "shared" / "paper" / "values"
+
+
+class PaperValues:
+    def __init__(self, directory: Path | str | None = None):
+        self.dir = Path(directory) if directory is not None else DEFAULT_DIR
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        """`table4` or `table5` as published (config names for models and games), or None."""
+        path = self.dir / f"{name}.csv"
+        if not path.is_file():
+            return None
+        return pd.read_csv(path)
+
+    def missing_note(self, name: str) -> str:
+        return f"Paper values not found ({self.dir / f'{name}.csv'}); comparison skipped (--paper-values DIR)."

@@ -1,0 +1,137 @@
+"""Table 4: saliency metrics on Atari-HEAD (SPEC.md §7), beside the paper's values.
+
+From each cell's `saliency/trials.csv` (one row per trial, map, resolution and alignment;
+a row already averages its metric over the frames where it is defined):
+- a seed's value is the mean over its trials' rows (trials with the metric undefined skipped);
+- a table cell is mean +/- std over the seeds of (game, model) (population std);
+- the model-free maps (center prior, uniform) do not depend on the model: one extra row per
+  map, mean +/- std over the game's trials (each trial once, whichever cells computed it).
+The tables show one resolution and frame alignment (default: 210x160, SPEC §7's alignment);
+table4.csv holds every combination found.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from analysis.grid import Grid, mean_std, seeds_text
+from analysis.paper import PaperValues
+from analysis.render import MISSING, Artefact, bold, fmt_mean_std
+from analysis.style import game_label, has_attention, model_label, order_games, order_models
+
+METRICS = {"nss": ("NSS (higher is better)", True), "kl": ("KL divergence (lower is better)", False),
+           "sauc": ("Shuffled AUC (higher is better)", True)}
+BASELINE_MAPS = {"center": "Center prior †", "uniform": "Uniform †"}
+HEAD_GAMES = ["breakout", "mspacman", "spaceinvaders", "enduro", "seaquest"]  # BeamRider is not in Atari-HEAD
+SETTINGS = ["resolution", "alignment"]
+DIGITS = 3
+STAT_COLUMNS = ["metric", "resolution", "alignment", "game", "row", "map", "mean", "std", "n", "n_kind", "expected_seeds"]
+
+
+def seed_values(rows: pd.DataFrame) -> pd.DataFrame:
+    """game, model, seed, resolution, alignment, metric, value: the mean over the seed's trials."""
+    long = rows.melt(id_vars=["game", "model", "seed", *SETTINGS, "trial"], value_vars=list(METRICS),
+                     var_name="metric", value_name="value").dropna(subset=["value"])
+    return long.groupby(["game", "model", "seed", *SETTINGS, "metric"], as_index=False)["value"].mean()
+
+
+def model_stats(rows: pd.DataFrame, grid: Grid, games: list[str], models: list[str]) -> pd.DataFrame:
+    per_seed = seed_values(rows[rows["map"] == "model"])
+    combos = per_seed[SETTINGS].drop_duplicates().itertuples(index=False) if len(per_seed) else []
+    out = []
+    for resolution, alignment in combos:
+        for metric in METRICS:
+            part = per_seed[(per_seed.resolution == resolution) & (per_seed.alignment == alignment) & (per_seed.metric == metric)]
+            groups = dict(tuple(part.groupby(["game", "model"])["value"])) if len(part) else {}
+            for game in games:
+                for model in models:
+                    mean, std, n = mean_std(groups.get((game, model), []))
+                    out.append({"metric": metric, "resolution": resolution, "alignment": alignment, "game": game,
+                                "row": model, "map": "model", "mean": mean, "std": std, "n": n, "n_kind": "seeds",
+                                "expected_seeds": grid.n_seeds})
+    return pd.DataFrame(out, columns=STAT_COLUMNS)
+
+
+def baseline_stats(rows: pd.DataFrame, games: list[str]) -> pd.DataFrame:
+    base = rows[rows["map"].isin(list(BASELINE_MAPS))].drop_duplicates(["game", "trial", "map", *SETTINGS])
+    out = []
+    for (game, map_, resolution, alignment), part in base.groupby(["game", "map", *SETTINGS]):
+        if game not in games:
+            continue
+        for metric in METRICS:
+            mean, std, n = mean_std(part[metric])
+            out.append({"metric": metric, "resolution": resolution, "alignment": alignment, "game": game,
+                        "row": map_, "map": map_, "mean": mean, "std": std, "n": n, "n_kind": "trials",
+                        "expected_seeds": math.nan})
+    return pd.DataFrame(out, columns=STAT_COLUMNS)
+
+
+def with_paper(stats: pd.DataFrame, paper: pd.DataFrame | None) -> pd.DataFrame:
+    if paper is None or stats.empty:
+        return stats.assign(paper_mean=math.nan, paper_std=math.nan)
+    published = paper.rename(columns={"model": "row", "mean": "paper_mean", "std": "paper_std"})
+    return stats.merge(published, on=["metric", "row", "game"], how="left")
+
+
+def section(ours: dict, paper: dict, metric: str, games: list[str], models: list[str], grid: Grid) -> pd.DataFrame:
+    """One metric: rows models then the model-free maps; per game, ours and (if any) the paper's."""
+    higher = METRICS[metric][1]
+    table = pd.DataFrame({"Model": [model_label(m) for m in models] + list(BASELINE_MAPS.values())})
+    for game in games:
+        scored = {m: ours[(metric, m, game)]["mean"] for m in models if (metric, m, game) in ours}
+        best = (max if higher else min)(scored, key=scored.get) if scored else None
+        cells, published = [], []
+        for row in [*models, *BASELINE_MAPS]:
+            r = ours.get((metric, row, game))
+            if r is None:
+                cells.append(MISSING)
+            else:
+                text = fmt_mean_std(r["mean"], r["std"], DIGITS)
+                text = bold(text) if row == best else text
+                if row in models and r["n"] < grid.n_seeds:
+                    text += f" ({seeds_text(int(r['n']), grid.n_seeds)})"
+                cells.append(text)
+            p = paper.get((metric, row, game))
+            published.append(fmt_mean_std(*p, DIGITS) if p else "n/a")
+        table[game_label(game)] = cells
+        if any(key[2] == game for key in paper):
+            table[f"{game_label(game)} (paper)"] = published
+    return table
+
+
+def build(source, grid: Grid, paper: PaperValues, resolution: str = "210x160", alignment: str = "spec") -> Artefact | None:
+    rows = grid.restrict(source.saliency())
+    games = order_games({g for g in grid.games if g in HEAD_GAMES} | set(rows["game"]))
+    models = order_models({m for m in grid.models if has_attention(m)} | set(rows.loc[rows["map"] == "model", "model"]))
+    if not games or not models:
+        return None
+    published = paper.table("table4")
+    stats = with_paper(pd.concat([model_stats(rows, grid, games, models), baseline_stats(rows, games)],
+                                 ignore_index=True), published)
+
+    chosen = stats[(stats.resolution == resolution) & (stats.alignment == alignment) & (stats.n > 0)] if len(stats) else stats
+    ours = {(r.metric, r.row, r.game): {"mean": r.mean, "std": r.std, "n": r.n} for r in chosen.itertuples()}
+    theirs = {} if published is None else {
+        (r.metric, r.model, r.game): (r.mean, r.std) for r in published.itertuples()
+        if r.game in games and (r.model in models or r.model in BASELINE_MAPS)}
+    sections = [(METRICS[m][0], section(ours, theirs, m, games, models, grid)) for m in METRICS]
+
+    selected = rows[(rows["map"] == "model") & (rows.resolution == resolution) & (rows.alignment == alignment)]
+    selected = selected[selected[list(METRICS)].notna().any(axis=1)]
+    have = {(g, m, int(s)) for g, m, s in selected[["game", "model", "seed"]].drop_duplicates().itertuples(index=False)}
+    found = sorted({f"{r}/{a}" for r, a in rows[SETTINGS].drop_duplicates().itertuples(index=False)})
+    notes = [
+        f"Maps at {resolution}, {'SPEC §7' if alignment == 'spec' else repr(alignment)} frame alignment "
+        f"(--resolution, --alignment; found: {', '.join(found) or 'none'}); table4.csv holds every setting.",
+        "A seed's value is the mean over its Atari-HEAD trials; a cell is mean ± std over seeds; "
+        "best model per game in bold (highest NSS and sAUC, lowest KL).",
+        "† model-free maps: mean ± std over the game's trials, not seeds.",
+        *grid.coverage(have, "with saliency metrics", games=games, models=models),
+    ]
+    if published is None:
+        notes.append(paper.missing_note("table4"))
+    else:
+        notes.append("(paper): the published Table 4, mean ± std over 5 seeds; n/a where it has no value.")
+    return Artefact("table4", "Table 4: saliency metrics on Atari-HEAD", stats, sections, notes)
