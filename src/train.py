@@ -85,8 +85,12 @@ def train(cfg: DictConfig) -> dict | None:
     metrics = MetricsCSV(cell.metrics)
     wandb_id = cell.status().get("wandb_run_id")
     if cell.has_checkpoint():
-        state = checkpoint.load(cell.checkpoint, map_location=device)
-        agent.load_state_dict(state["model"])
+        try:
+            state = checkpoint.load(cell.checkpoint, map_location=device)
+        except checkpoint.CheckpointError as e:
+            cell.write_status(state=FAILED, failed_at=now(), error=str(e))
+            raise
+        agent.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_update, global_step, games = state["update"], state["global_step"], state["games"]
         game_scores.extend(state["game_scores"])
@@ -95,7 +99,11 @@ def train(cfg: DictConfig) -> dict | None:
         log.info("%s: resuming at update %d/%d (agent step %d)", cell.cell.key, start_update, num_updates, global_step)
     metrics.truncate_after(start_update)
     wandb = WandbRun(cfg.logger, cell, OmegaConf.to_container(cfg, resolve=True), wandb_id) if cfg.logger.name == "wandb" else None
+    reset_seed = env_seed(cfg.seed, start_update)
     cell.write_status(
+        # env i of a (re)start plays on reset_seed + i; evaluation keeps clear of these
+        env_reset_seeds=[*cell.status().get("env_reset_seeds", []), reset_seed],
+        num_envs=int(cfg.num_envs),
         state=RUNNING, started_at=now(), update=start_update, num_updates=num_updates,
         global_step=global_step, total_timesteps=int(cfg.total_timesteps),
         wandb_run_id=wandb.id if wandb else None, error=None, **job_info(),
@@ -110,7 +118,7 @@ def train(cfg: DictConfig) -> dict | None:
     values = torch.zeros((ppo.num_steps, cfg.num_envs), device=device)
 
     # Start the games
-    next_obs = torch.from_numpy(envs.reset(seed=env_seed(cfg.seed, start_update))).to(device)
+    next_obs = torch.from_numpy(envs.reset(seed=reset_seed)).to(device)
     next_done = torch.zeros(cfg.num_envs, device=device)
     progress = Progress(num_updates * batch_size, global_step, cfg.log_every_s, cell.cell.key)
     start_time, start_step = time.perf_counter(), global_step
@@ -129,7 +137,7 @@ def train(cfg: DictConfig) -> dict | None:
 
     def save_checkpoint(update: int) -> None:
         checkpoint.save(
-            cell.checkpoint, model=agent.state_dict(), optimizer=optimizer.state_dict(),
+            cell.checkpoint, model=agent.model.state_dict(), optimizer=optimizer.state_dict(),
             update=update, global_step=global_step, games=games,
             game_scores=list(game_scores), game_frames=list(game_frames),
             model_name=cfg.model.name, game=cfg.game.name, num_actions=envs.num_actions,
@@ -267,7 +275,9 @@ def train(cfg: DictConfig) -> dict | None:
                     preemption.exit()
     except BaseException as e:
         if not isinstance(e, SystemExit):
-            interrupted = isinstance(e, KeyboardInterrupt)
+            # Ctrl-C, or submitit refusing the requeue after our checkpoint (max_num_timeout
+            # reached): the cell is resumable, not broken.
+            interrupted = isinstance(e, KeyboardInterrupt) or cell.state == INTERRUPTED
             cell.write_status(state=INTERRUPTED if interrupted else FAILED, ended_at=now(), error=f"{type(e).__name__}: {e}")
         close(exit_code=1)
         raise
@@ -283,8 +293,8 @@ def train(cfg: DictConfig) -> dict | None:
 def main(cfg: DictConfig) -> dict | None:
     try:
         return train(cfg)
-    except ConfigError as e:
-        refuse(cfg, e)
+    except (ConfigError, checkpoint.CheckpointError) as e:
+        refuse(cfg, e)  # one line; in a sweep, this cell alone fails
 
 
 if __name__ == "__main__":

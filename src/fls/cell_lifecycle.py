@@ -60,15 +60,23 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def refuse(cfg: DictConfig, error: ConfigError) -> None:
-    """Report a refused config in one line, leave nothing behind, exit with status 2."""
+def refuse(cfg: DictConfig, error: Exception) -> None:
+    """A run that cannot go on: one line and exit status 2 (bad config) or 1 (bad files).
+
+    In a sweep the error is raised instead, so this cell alone fails and the sweeper's
+    summary reports it while the other cells go on.
+    """
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
         # Hydra made the job's directory before the config could be checked.
-        remove_if_empty(Path(HydraConfig.get().runtime.output_dir), Path(str(cfg.run_root)))
+        remove_if_empty(Path(hydra_cfg.runtime.output_dir), Path(str(cfg.run_root)))
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise error
     print(f"error: {error}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(2 if isinstance(error, ConfigError) else 1)
 
 
 def open_training_cell(cfg: DictConfig) -> CellDir | None:

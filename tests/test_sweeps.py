@@ -1,0 +1,88 @@
+"""Real `-m` sweeps of src/train.py: the user's own command, ranges, skips, failures."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from fls.rundir import RunLayout
+
+from conftest import PYTHON, REPO
+
+USER_COMMAND = "src/train.py -m game=breakout,seaquest model=sparse_fls seed=0-4"
+
+
+def sweep(run_root: Path, *args: str, command: str = "src/train.py -m", timeout: float = 900):
+    cmd = [PYTHON, *command.split(), *args, f"run_root={run_root}"]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_users_command_trains_ten_cells_and_a_rerun_skips_them(tmp_path):
+    res = sweep(tmp_path, "total_timesteps=1024", command=USER_COMMAND)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cells = list(RunLayout(tmp_path).cells("default"))
+    assert [(c.cell.game, c.cell.seed) for c in cells] == [(g, s) for g in ("breakout", "seaquest") for s in range(5)]
+    assert len({c.path for c in cells}) == 10
+    for c in cells:
+        status = c.status()
+        assert (c.cell.model, status["state"], status["global_step"]) == ("sparse_fls", "done", 1024), c
+        assert c.checkpoint.exists() and c.metrics.exists()
+        assert len(list(c.wandb_dir.glob("offline-run-*"))) == 1  # default logger: W&B offline
+    stamps = {c.path: c.checkpoint.stat().st_mtime_ns for c in cells}
+
+    again = sweep(tmp_path, "total_timesteps=1024", command=USER_COMMAND)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("is done") == 10
+    assert {c.path: c.checkpoint.stat().st_mtime_ns for c in cells} == stamps
+
+
+def test_seed_lists_and_hydra_ranges_still_sweep(tmp_path):
+    res = sweep(tmp_path, "experiment=smoke", "seed=range(3,5)", "model=nature_cnn,daqn")
+    assert res.returncode == 0, res.stderr[-3000:]
+    done = {(c.cell.model, c.cell.seed) for c in RunLayout(tmp_path).cells("smoke") if c.is_done()}
+    assert done == {("nature_cnn", 3), ("nature_cnn", 4), ("daqn", 3), ("daqn", 4)}
+
+    res = sweep(tmp_path, "experiment=smoke", "seed=7,1-2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {c.cell.seed for c in RunLayout(tmp_path).cells("smoke") if c.cell.model == "nature_cnn"} == {1, 2, 3, 4, 7}
+
+
+def test_bad_ranges_fail_in_one_line_and_launch_nothing(tmp_path):
+    for bad, says in [("seed=4-0", "seed=4-0: a range runs from low to high"), ("seed=a-b", "seed=a-b: expected an integer")]:
+        res = sweep(tmp_path, "experiment=smoke", bad)
+        assert res.returncode == 2
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {says}"), res.stderr
+        assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_preflight_refuses_a_bad_cell_before_any_runs(tmp_path):
+    res = sweep(tmp_path, "experiment=smoke", "game=breakout,breakout_infinite", "env.backend=native")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith("error: env.backend=native")
+    assert not tmp_path.exists() or not any(tmp_path.rglob("*.csv"))
+
+
+def test_unknown_names_list_the_choices(tmp_path):
+    res = sweep(tmp_path, "game=pong")
+    assert res.returncode == 1 and "Could not find 'game/pong'" in res.stderr and "seaquest" in res.stderr
+    res = sweep(tmp_path, "model=transformer")
+    assert res.returncode == 1 and "sparse_fls_each_conv" in res.stderr
+
+
+def test_a_failing_cell_fails_alone(tmp_path):
+    layout = RunLayout(tmp_path)
+    broken = layout.cell("smoke", "breakout", "nature_cnn", 2)
+    # A cell whose checkpoint is damaged cannot resume: it must fail without stopping the rest.
+    assert sweep(tmp_path, "experiment=smoke", "seed=2", "total_timesteps=256").returncode == 0
+    broken.write_status(state="interrupted")
+    broken.checkpoint.write_bytes(b"not a checkpoint")
+
+    res = sweep(tmp_path, "experiment=smoke", "seed=1-3", "total_timesteps=256")
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: 1 of 3 cells failed (the others finished); see each cell's train.log, or `make sweep-status`"
+    )
+    states = {c.cell.seed: c.state for c in layout.cells("smoke")}
+    assert states == {1: "done", 2: "failed", 3: "done"}
+    assert broken.checkpoint.read_bytes() == b"not a checkpoint"
