@@ -65,9 +65,8 @@ def play_recorded_game(envs: GymnasiumAtariVec, model: torch.nn.Module, device: 
     raws, observations, maps = [screen().copy()], [obs[0, -1].copy()], []
     while True:
         with torch.no_grad():
-            x = torch.from_numpy(obs).to(device)
-            logits, _ = model(x)
-            maps.append(model.saliency(x)[0].float().cpu().numpy() if model.has_saliency else None)
+            logits, _, attention = model(torch.from_numpy(obs).to(device), return_attention=True)
+            maps.append(model.saliency_from_attention(attention)[0].cpu().numpy() if model.has_saliency else None)
         action = torch.distributions.Categorical(logits=logits).sample() if sample else logits.argmax(-1)
         obs, step = envs.step(action.cpu().numpy())
         if step.game_over[0]:
