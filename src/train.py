@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from collections import deque
+from functools import partial
 
 import hydra
 import numpy as np
@@ -26,7 +27,7 @@ from fls import checkpoint
 from fls.cell_lifecycle import job_info, now, open_training_cell, refuse
 from fls.config import ConfigError, resolve_device
 from fls.envs import make_vec_env
-from fls.models import build_model
+from fls.models import apply_speed_options, autocast_context, build_model
 from fls.preemption import Preemption
 from fls.rundir import DONE, FAILED, INTERRUPTED, RUNNING
 from fls.train_log import X_AXIS, MetricsCSV, Progress, WandbRun
@@ -74,10 +75,14 @@ def train(cfg: DictConfig) -> dict | None:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    # Env and agent
-    envs = make_vec_env(cfg.game, cfg.env, int(cfg.num_envs))
+    # Env and agent (conf/speed/ changes how they run, not what they compute)
+    speed = cfg.speed
+    envs = make_vec_env(cfg.game, cfg.env, int(cfg.num_envs), groups=int(speed.env_groups))
     agent = Agent(build_model(cfg.model.name, envs.num_actions)).to(device)
-    optimizer = optim.Adam(agent.parameters(), lr=ppo.learning_rate, eps=ppo.adam_eps)
+    apply_speed_options(agent.model, channels_last=speed.channels_last, compile=speed.compile)
+    autocast = partial(autocast_context, device, bool(speed.bf16))
+    fused = bool(speed.fused_adam) and device.type == "cuda"
+    optimizer = optim.Adam(agent.parameters(), lr=ppo.learning_rate, eps=ppo.adam_eps, fused=fused or None)
 
     # Resume: model, optimizer, counters, episode window, RNG states
     start_update, global_step, games = 0, 0, 0
@@ -120,6 +125,21 @@ def train(cfg: DictConfig) -> dict | None:
     # Start the games
     next_obs = torch.from_numpy(envs.reset(seed=reset_seed)).to(device)
     next_done = torch.zeros(cfg.num_envs, device=device)
+
+    def receive(group: slice, step: int) -> None:
+        """The envs' answer to the actions of `step`: reward, next observation, game ends."""
+        nonlocal games
+        frames, result = envs.recv(group)
+        # Rewards clipped to their sign for learning; scores stay unclipped
+        rewards[step, group] = torch.from_numpy(np.sign(result.reward)).to(device)
+        next_obs[group] = torch.from_numpy(frames).to(device)
+        next_done[group] = torch.from_numpy(result.done.astype(np.float32)).to(device)
+        if result.game_over.any():
+            ended = np.flatnonzero(result.game_over)
+            game_scores.extend(result.game_score[ended].tolist())
+            game_frames.extend(result.game_frames[ended].tolist())
+            games += len(ended)
+
     progress = Progress(num_updates * batch_size, global_step, cfg.log_every_s, cell.cell.key)
     start_time, start_step = time.perf_counter(), global_step
 
@@ -152,30 +172,26 @@ def train(cfg: DictConfig) -> dict | None:
                     frac = 1.0 - (update - 1.0) / num_updates
                     optimizer.param_groups[0]["lr"] = frac * ppo.learning_rate
 
-                # Rollout
+                # Rollout. The envs step in groups (speed.env_groups): while one group's
+                # games run in the emulator threads, the policy acts for the next group.
                 for step in range(ppo.num_steps):
                     global_step += cfg.num_envs
-                    obs[step] = next_obs
-                    dones[step] = next_done
-                    with torch.no_grad():
-                        action, logprob, _, value = agent.get_action_and_value(next_obs)
-                    values[step] = value
-                    actions[step] = action
-                    logprobs[step] = logprob
-
-                    frames, result = envs.step(action.cpu().numpy())
-                    # Rewards clipped to their sign for learning; scores stay unclipped
-                    rewards[step] = torch.from_numpy(np.sign(result.reward)).to(device)
-                    next_obs = torch.from_numpy(frames).to(device)
-                    next_done = torch.from_numpy(result.done.astype(np.float32)).to(device)
-                    if result.game_over.any():
-                        ended = np.flatnonzero(result.game_over)
-                        game_scores.extend(result.game_score[ended].tolist())
-                        game_frames.extend(result.game_frames[ended].tolist())
-                        games += len(ended)
+                    for group in envs.groups:
+                        if step > 0:
+                            receive(group, step - 1)
+                        obs[step, group] = next_obs[group]
+                        dones[step, group] = next_done[group]
+                        with torch.no_grad(), autocast():
+                            action, logprob, _, value = agent.get_action_and_value(next_obs[group])
+                        values[step, group] = value
+                        actions[step, group] = action
+                        logprobs[step, group] = logprob
+                        envs.send(group, action.cpu().numpy())
+                for group in envs.groups:
+                    receive(group, ppo.num_steps - 1)
 
                 # Generalised advantage estimation; a lost life ends the bootstrapped episode
-                with torch.no_grad():
+                with torch.no_grad(), autocast():
                     next_value = agent.get_value(next_obs)
                     advantages = torch.zeros_like(rewards)
                     lastgaelam = 0
@@ -204,7 +220,8 @@ def train(cfg: DictConfig) -> dict | None:
                     b_inds = torch.randperm(batch_size, device=device)
                     for start in range(0, batch_size, minibatch_size):
                         mb_inds = b_inds[start : start + minibatch_size]
-                        _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+                        with autocast():
+                            _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
                         logratio = newlogprob - b_logprobs[mb_inds]
                         ratio = logratio.exp()
                         with torch.no_grad():

@@ -45,6 +45,8 @@ def test_groups_hold_the_spec_names():
     assert names("model") == set(SPEC_MODELS)
     assert names("ppo") == {"baselines"}
     assert names("logger") == {"wandb", "wandb_online", "none"}
+    assert names("speed") == {"eager", "fast"}
+    assert names("eval") == {"paper"}
     assert {"demo", "smoke", "paper"} <= names("experiment")
 
 
@@ -82,6 +84,9 @@ def test_defaults_are_the_paper_protocol():
     assert (env.noop_max, env.frame_skip, env.frame_stack, env.max_episode_frames) == (30, 4, 4, 108000)
     assert env.episodic_life and env.fire_reset
     assert cfg.logger.name == "wandb" and cfg.logger.mode == "offline"
+    # the trainer runs fp32 eager by default: nothing that changes its numbers
+    assert not (cfg.speed.bf16 or cfg.speed.compile) and cfg.speed.env_groups == 1
+    assert cfg.eval.games == 8192 and cfg.eval.num_envs == 16 and cfg.eval.sample
     assert cfg.study == "default" and cfg.run_root == "runs"
 
 
@@ -135,7 +140,8 @@ def test_bad_values_are_refused_with_the_key(override, message):
 
 def test_every_yaml_key_is_commented():
     """Like CleanRL's Args docstrings: each entry config and group file explains its keys."""
-    for path in [CONF / "train.yaml", CONF / "ppo" / "baselines.yaml", CONF / "env" / "atari.yaml"]:
+    for path in [CONF / "train.yaml", CONF / "ppo" / "baselines.yaml", CONF / "env" / "atari.yaml",
+                 CONF / "speed" / "eager.yaml", CONF / "speed" / "fast.yaml", CONF / "eval" / "paper.yaml"]:
         lines = path.read_text().splitlines()
         for i, line in enumerate(lines):
             if line and not line.startswith((" ", "#", "-")) and ":" in line and line.split(":")[0] not in ("defaults", "hydra"):

@@ -133,6 +133,10 @@ class Step:
 
 
 class AtariVec:
+    """A batch of games. `step` = `send` then `recv`; a backend that can step
+    asynchronously (native) returns from `send` at once, so the caller can work meanwhile.
+    `groups` are the env slices that can be sent and received separately (EnvGroups)."""
+
     num_envs: int
     num_actions: int
     backend: str
@@ -143,6 +147,16 @@ class AtariVec:
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, Step]:
         raise NotImplementedError
+
+    @property
+    def groups(self) -> list[slice]:
+        return [slice(0, self.num_envs)]
+
+    def send(self, group: slice, actions: np.ndarray) -> None:
+        self._pending = actions
+
+    def recv(self, group: slice) -> tuple[np.ndarray, Step]:
+        return self.step(self._pending)
 
     def close(self) -> None:
         pass
@@ -257,7 +271,18 @@ class NativeAtariVec(AtariVec):
         return self.stack.reset(frames[:, -1]).copy()
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, Step]:
-        frames, reward, terminated, truncated, info = self.env.step(np.asarray(actions, dtype=np.int32))
+        self.env.send(np.asarray(actions, dtype=np.int32))
+        return self._receive()
+
+    def send(self, group: slice, actions: np.ndarray) -> None:
+        # Returns at once: the emulator threads step while the caller computes.
+        self.env.send(np.asarray(actions, dtype=np.int32))
+
+    def recv(self, group: slice) -> tuple[np.ndarray, Step]:
+        return self._receive()
+
+    def _receive(self) -> tuple[np.ndarray, Step]:
+        frames, reward, terminated, truncated, info = self.env.recv()
         lives = info["lives"].astype(np.int64)
         # A lost life keeps the game going with fewer lives; a game over restarts it (same
         # step), so its lives counter goes back up.
@@ -486,6 +511,52 @@ class GymnasiumAtariVec(AtariVec):
             env.close()
 
 
+class EnvGroups(AtariVec):
+    """Several vector envs side by side, sent and received one group at a time.
+
+    The trainer acts for one group while the other's games run in the emulator threads,
+    which hides the policy's inference behind env stepping. Each env's transitions are
+    the ones it would have with one vector env: only the order of the work changes.
+    """
+
+    def __init__(self, parts: list[AtariVec]):
+        self.parts = parts
+        self.num_envs = sum(p.num_envs for p in parts)
+        self.num_actions = parts[0].num_actions
+        self.backend = parts[0].backend
+        self.observation_shape = parts[0].observation_shape
+        starts = np.cumsum([0] + [p.num_envs for p in parts])
+        self._groups = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+        self._part = {g.start: p for g, p in zip(self._groups, parts)}
+
+    @property
+    def groups(self) -> list[slice]:
+        return self._groups
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        # Env i keeps seed + i, as with one vector env.
+        return np.concatenate([p.reset(None if seed is None else seed + g.start)
+                               for g, p in zip(self._groups, self.parts)])
+
+    def send(self, group: slice, actions: np.ndarray) -> None:
+        self._part[group.start].send(slice(0, group.stop - group.start), actions)
+
+    def recv(self, group: slice) -> tuple[np.ndarray, Step]:
+        return self._part[group.start].recv(slice(0, group.stop - group.start))
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, Step]:
+        for g in self._groups:
+            self.send(g, actions[g])
+        results = [self.recv(g) for g in self._groups]
+        obs = np.concatenate([r[0] for r in results])
+        steps = [r[1] for r in results]
+        return obs, Step(*(np.concatenate([getattr(s, f) for s in steps]) for f in Step.__dataclass_fields__))
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
+
+
 # ---------------------------------------------------------------------------------------
 # The factory
 # ---------------------------------------------------------------------------------------
@@ -498,9 +569,18 @@ def make_vec_env(
     *,
     max_episode_frames: int | None = None,
     episodic_life: bool | None = None,
+    groups: int = 1,
 ) -> AtariVec:
-    """The env stack of SPEC.md §4 for `game_cfg` on the backend `env_cfg` selects."""
+    """The env stack of SPEC.md §4 for `game_cfg` on the backend `env_cfg` selects.
+
+    With groups > 1 (native backend), the envs are split into that many vector envs
+    that step independently (EnvGroups).
+    """
     backend = resolve_backend(env_cfg, game_cfg)
+    if groups > 1 and backend == "native" and num_envs >= groups:
+        sizes = [len(a) for a in np.array_split(np.arange(num_envs), groups)]
+        return EnvGroups([make_vec_env(game_cfg, env_cfg, n, max_episode_frames=max_episode_frames,
+                                       episodic_life=episodic_life) for n in sizes])
     common = dict(
         noop_max=int(env_cfg.noop_max),
         frame_skip=int(env_cfg.frame_skip),

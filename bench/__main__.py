@@ -1,0 +1,150 @@
+"""`make bench`: throughput as ratios to references measured in the same run.
+
+    python -m bench [--quick] [--out bench/results/bench.json] [--skip p3,scaling]
+
+P1   trainer SPS (sparse_fls, full PPO) / env-only SPS, native backend, 8 envs (Breakout)
+P1b  the same on the gymnasium reference backend; and CleanRL's env path (SyncVectorEnv x 8)
+P3   Dense FLS PPO update (minibatch forward+backward) with the best speed option / fp32 eager
+P4   fls.metrics frames/s / a direct implementation with Python loops, same values
+     scaling: trainer and env-only SPS at 8, 16, 32, 64 envs
+
+The machine is noisy: only ratios within one run mean anything. Targets (issue 10) are for
+the GPU machine: P1 >= 0.95, P3 <= 0.2, P4 >= 50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench import bench_metrics, bench_models, throughput
+
+OUT = Path(__file__).resolve().parent / "results" / "bench.json"
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def measure_p1(quick: bool) -> list[dict]:
+    steps, updates = (200, 2) if quick else (600, 4)
+    rows = []
+    for backend, speed, env_steps in [("native", "eager", steps), ("native", "fast", steps),
+                                      ("gymnasium", "eager", steps // 2)]:
+        log(f"P1: {backend} env-only and trainer ({speed})")
+        env = throughput.env_sps(backend, 8, env_steps)
+        trainer = throughput.trainer_sps(8, updates, f"env.backend={backend}", f"speed={speed}")
+        rows.append({"id": "P1" if backend == "native" else "P1b", "backend": backend, "speed": speed,
+                     "trainer_sps": trainer, "env_sps": env, "ratio": trainer / env})
+    log("P1b: CleanRL's env path")
+    cleanrl = throughput.cleanrl_env_sps(8, steps // 2)
+    native_env = rows[0]["env_sps"]
+    gym_env = rows[-1]["env_sps"]
+    rows.append({"id": "P1b", "backend": "cleanrl SyncVectorEnv", "speed": "-", "trainer_sps": None,
+                 "env_sps": cleanrl, "ratio": None,
+                 "native_over_cleanrl": native_env / cleanrl, "gymnasium_over_cleanrl": gym_env / cleanrl})
+    return rows
+
+
+def measure_p3(quick: bool) -> dict:
+    # A PPO update is update_epochs x num_minibatches forward+backward passes of the
+    # minibatch; Adam's step is negligible beside a dense model's convolutions at 84 x 84.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    batch = 256 if device == "cuda" else (16 if quick else 64)
+    options = ["eager", "channels_last", "compile", "bf16", "compile+bf16"]
+    log(f"P3: dense_fls minibatch {batch} on {device}, options {options}")
+    result = bench_models.run(models=["dense_fls"], options=options, devices=[device], batch_size=batch,
+                              quick=True, out=None, verbose=False)
+    times = {r["option"]: r["seconds"] for r in result["results"] if r["model"] == "dense_fls" and r["seconds"]}
+    best = min((o for o in times if o != "eager"), key=times.get)
+    exact = {o: t for o, t in times.items() if "bf16" not in o and o != "eager"}
+    best_exact = min(exact, key=exact.get)
+    return {"id": "P3", "device": device, "minibatch": batch, "seconds": times,
+            "best": best, "ratio": times[best] / times["eager"],
+            "best_exact": best_exact, "ratio_exact": times[best_exact] / times["eager"],
+            "update_seconds_eager": 16 * times["eager"] * 256 / batch}
+
+
+def measure_scaling(quick: bool) -> list[dict]:
+    counts = [8, 16] if quick else [8, 16, 32, 64]
+    rows = []
+    for n in counts:
+        log(f"scaling: {n} envs")
+        env = throughput.env_sps("native", n, 150 if quick else 300)
+        trainer = throughput.trainer_sps(n, 1 if quick else 2, "env.backend=native")
+        rows.append({"num_envs": n, "env_sps": env, "trainer_sps": trainer, "ratio": trainer / env})
+    return rows
+
+
+def fmt(x: float | None, digits: int = 0) -> str:
+    return "—" if x is None else f"{x:,.{digits}f}"
+
+
+def markdown(result: dict) -> str:
+    lines = [f"## make bench ({result['meta']['device']}, {result['meta']['date']})", "",
+             "| measure | value | reference (same run) | ratio | target (GPU) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for r in result.get("p1", []):
+        if r["trainer_sps"] is None:
+            lines.append(f"| P1b CleanRL env path (SyncVectorEnv x 8), env-only SPS | {fmt(r['env_sps'])} | "
+                         f"ours: native {r['native_over_cleanrl']:.1f}x, gymnasium {r['gymnasium_over_cleanrl']:.1f}x | | |")
+        else:
+            target = ">= 0.95" if r["id"] == "P1" else ""
+            lines.append(f"| {r['id']} trainer SPS, {r['backend']}, speed={r['speed']} | {fmt(r['trainer_sps'])} | "
+                         f"env-only {fmt(r['env_sps'])} | {r['ratio']:.3f} | {target} |")
+    if "p3" in result:
+        p = result["p3"]
+        lines.append(f"| P3 dense_fls update, best option ({p['best']}), {p['device']} minibatch {p['minibatch']} | "
+                     f"{p['seconds'][p['best']]:.2f} s | eager {p['seconds']['eager']:.2f} s | {p['ratio']:.3f} | <= 0.2 |")
+        lines.append(f"| P3 dense_fls update, best exact option ({p['best_exact']}) | {p['seconds'][p['best_exact']]:.2f} s | "
+                     f"eager {p['seconds']['eager']:.2f} s | {p['ratio_exact']:.3f} | |")
+    if "p4" in result:
+        p = result["p4"]
+        lines.append(f"| P4 fls.metrics frames/s (NSS+KL+sAUC) | {fmt(p['fast_fps'], 1)} | direct {fmt(p['direct_fps'], 1)} | "
+                     f"{p['ratio']:.1f} | >= 50 |")
+    for r in result.get("scaling", []):
+        lines.append(f"| scaling: trainer SPS, {r['num_envs']} envs (native, eager) | {fmt(r['trainer_sps'])} | "
+                     f"env-only {fmt(r['env_sps'])} | {r['ratio']:.3f} | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer steps and sizes (a minute or two)")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: p1, p3, p4, scaling")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    unknown = skip - {"p1", "p3", "p4", "scaling"}
+    if unknown:
+        parser.error(f"--skip {','.join(sorted(unknown))}: expected p1, p3, p4, scaling")
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    result: dict = {"meta": {"device": device, "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick,
+                             "torch": torch.__version__}}
+    start = time.perf_counter()
+    if "p1" not in skip:
+        result["p1"] = measure_p1(args.quick)
+    if "p3" not in skip:
+        result["p3"] = measure_p3(args.quick)
+    if "p4" not in skip:
+        log("P4: metrics")
+        p4 = bench_metrics.run(quick=args.quick)["metrics"]["all three"]
+        result["p4"] = {"fast_fps": p4["fls_fps"], "direct_fps": p4["direct_fps"], "ratio": p4["ratio"]}
+    if "scaling" not in skip:
+        result["scaling"] = measure_scaling(args.quick)
+    result["meta"]["seconds"] = time.perf_counter() - start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(markdown(result))
+    print(f"\n{result['meta']['seconds']:.0f} s; JSON: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
