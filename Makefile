@@ -15,7 +15,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-slow test-all test-slurm slurm-up slurm-down sweep-status \
+.PHONY: help setup demo saliency-demo test test-slow test-all test-slurm slurm-up slurm-down sweep-status \
         table2 table3 table4 table5 fig3 fig6 fig7 analysis bench bench-models clean-venv
 
 help: ## list the targets
@@ -36,6 +36,12 @@ demo: $(SETUP) ## the main job: train a small Breakout sweep on CPU, evaluate it
 	$(PY) src/evaluate.py -m experiment=demo run_root=$(RUN_ROOT) $(DEMO_ARGS)
 	$(PY) -m analysis table3 --study demo --run-root $(RUN_ROOT)
 	$(PY) -m analysis fig3 --study demo --run-root $(RUN_ROOT)
+
+saliency-demo: $(SETUP) ## Table 4 on the Atari-HEAD sample: train a small Ms. Pac-Man Sparse FLS cell, score it against human gaze
+	$(PY) src/train.py experiment=demo study=saliency_demo game=mspacman model=sparse_fls seed=1 run_root=$(RUN_ROOT) $(DEMO_ARGS)
+	$(PY) src/saliency_metrics.py experiment=demo study=saliency_demo game=mspacman model=sparse_fls seed=1 run_root=$(RUN_ROOT) \
+	    'atari_head.resolutions=[210x160,84x84]' 'atari_head.frame_alignments=[spec,paper]' $(DEMO_ARGS)
+	$(PY) -m analysis table4 --study saliency_demo --run-root $(RUN_ROOT)
 
 test: $(SETUP) ## the default test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ so a re-run or a requeued job lands in its own work:
         wandb/                the offline W&B run(s)
         eval/<eval_game>/     games.parquet (one row per game), summary.json
         video/<eval_game>/    MP4s and contact sheets
-        saliency/             Atari-HEAD metrics: per-frame and per-trial files
+        saliency/             Atari-HEAD metrics: trials.csv (per trial), frames/ (per frame)
 
 Files that mark a result as finished are written atomically (temporary file, then
 rename), so an interrupted writer never leaves a half-written result that looks done.
@@ -144,6 +144,10 @@ class CellDir:
     def saliency_trials(self) -> Path:
         """One row per (trial, map, resolution, alignment): metrics averaged over defined frames."""
         return self.saliency_dir / "trials.csv"
+
+    def saliency_frames(self, trial: int, alignment: str, resolution: str) -> Path:
+        """Per-frame metrics of every map on one trial, at one frame alignment and resolution."""
+        return self.saliency_dir / "frames" / f"trial_{trial}_{alignment}_{resolution}.parquet"
 
     # Status
     def status(self) -> dict[str, Any]:

@@ -1,0 +1,347 @@
+"""Score a trained cell's saliency maps against Atari-HEAD gaze (SPEC.md §7, Table 4).
+
+For each trial of the cell's game, each frame alignment and resolution asked for:
+
+1. play the recording through the training preprocessing (`fls.gaze.play_trial`), the
+   agent's actions ignored, and draw the model's saliency map of every processed frame;
+2. score the model's map and the model-free baselines (a centre-bias Gaussian, a uniform
+   map) on every frame with `fls.metrics` (NSS, KL, shuffled AUC);
+3. write the per-frame results to `saliency/frames/trial_<id>_<alignment>_<res>.parquet`,
+   then rebuild `saliency/trials.csv`: per trial and map, each metric's mean over the
+   frames where it is defined and how many those are.
+
+A per-frame file carries the key it was computed under (checkpoint step and every
+setting that changes a number) in its parquet metadata; a re-run with the same key reads
+it instead of recomputing, and trials.csv lists every cached file of the current key, so
+asking for 84x84 after 210x160 adds rows instead of replacing them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from fls.atari_head import GAMES, NOT_RECORDED, AtariHead, AtariHeadError, Trial, TrialInfo
+from fls.config import ConfigError, as_int, check_seed, resolve_device
+from fls.evaluation import load_policy_model, trained_cell_or_none
+from fls.gaze import ALIGNMENTS, PROCESSED_SHAPE, RAW_SHAPE, STACK_FILLS, fixation_map, play_trial, processed_indices
+from fls.metrics import center_bias, kl_divergence, nss, pick_other_frames, shuffled_auc, uniform, upscale_saliency
+from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+RESOLUTIONS = {"210x160": RAW_SHAPE, "84x84": PROCESSED_SHAPE}
+BASELINES = ("center", "uniform")
+METRICS = ("nss", "kl", "sauc")
+FRAME_COLUMNS = ["trial", "frame", "map", "resolution", "alignment", "gaze_points", *METRICS]
+TRIAL_COLUMNS = ["trial", "map", "resolution", "alignment", *METRICS, *(f"{m}_frames" for m in METRICS),
+                 "frames", "checkpoint_global_step"]
+KEY_FIELD = b"fls_saliency_key"
+
+
+# ---------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------
+
+
+def _names(key: str, value: Any, accepted: tuple[str, ...] | list[str]) -> list[str]:
+    values = [value] if isinstance(value, str) else list(value or [])
+    if not values:
+        raise ConfigError(f"{key}=[]: give at least one of {', '.join(accepted)}")
+    for v in values:
+        if v not in accepted:
+            raise ConfigError(f"{key}={v}: expected one of {', '.join(accepted)}")
+    return list(dict.fromkeys(values))
+
+
+def atari_head_game(game: str) -> str:
+    """The registry game's Atari-HEAD name, or a ConfigError for a game never recorded."""
+    if game in GAMES:
+        return GAMES[game]
+    why = "was never recorded in Atari-HEAD" if game in NOT_RECORDED else "is not an Atari-HEAD game"
+    raise ConfigError(f"game={game}: {why}; expected one of {', '.join(sorted(GAMES))}")
+
+
+def open_dataset(cfg: DictConfig) -> AtariHead:
+    root = cfg.atari_head.root
+    if root in (None, ""):
+        raise ConfigError("atari_head.root is not set: point it at an Atari-HEAD download (the folder of meta_data.csv)")
+    try:
+        return AtariHead(root)
+    except AtariHeadError as e:
+        raise ConfigError(f"atari_head.root={root}: {e}") from None
+
+
+def check_metrics_config(cfg: DictConfig) -> None:
+    """Every reason src/saliency_metrics.py could not score a cell, as one ConfigError."""
+    check_seed(cfg.seed)
+    resolve_device(cfg.device)
+    atari_head_game(cfg.game.name)
+    ah = cfg.atari_head
+    _names("atari_head.resolutions", ah.resolutions, list(RESOLUTIONS))
+    _names("atari_head.frame_alignments", ah.frame_alignments, ALIGNMENTS)
+    if ah.stack_fill not in STACK_FILLS:
+        raise ConfigError(f"atari_head.stack_fill={ah.stack_fill}: expected one of {', '.join(STACK_FILLS)}")
+    if ah.baselines:
+        _names("atari_head.baselines", ah.baselines, BASELINES)
+    for key in ("sauc_other_frames", "sauc_splits", "batch_size"):
+        if as_int(f"atari_head.{key}", ah[key]) <= 0:
+            raise ConfigError(f"atari_head.{key}={ah[key]}: must be a positive integer")
+    as_int("atari_head.seed", ah.seed)
+    if ah.max_frames is not None and as_int("atari_head.max_frames", ah.max_frames) < 2:
+        raise ConfigError(f"atari_head.max_frames={ah.max_frames}: must be at least 2 processed frames (or null: all)")
+    for res in RESOLUTIONS:
+        if not float(ah.kl_sigma[res]) > 0:
+            raise ConfigError(f"atari_head.kl_sigma.{res}={ah.kl_sigma[res]}: must be a positive number of pixels")
+    if not float(ah.center_sigma) > 0:
+        raise ConfigError(f"atari_head.center_sigma={ah.center_sigma}: must be a positive fraction of the frame")
+    if ah.trials is not None:
+        for t in [ah.trials] if isinstance(ah.trials, (int, str)) else ah.trials:
+            as_int("atari_head.trials", t, hint=" (trial ids of meta_data.csv, or null: all of the game)")
+    open_dataset(cfg)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a number depends on besides the checkpoint, trial, alignment and resolution."""
+
+    stack_fill: str
+    kl_sigma: dict[str, float]
+    sauc_other_frames: int
+    sauc_splits: int
+    seed: int
+    max_frames: int | None
+    center_sigma: float
+
+    @classmethod
+    def from_config(cls, ah: DictConfig) -> Settings:
+        return cls(
+            stack_fill=str(ah.stack_fill),
+            kl_sigma={res: float(ah.kl_sigma[res]) for res in RESOLUTIONS},
+            sauc_other_frames=int(ah.sauc_other_frames),
+            sauc_splits=int(ah.sauc_splits),
+            seed=int(ah.seed),
+            max_frames=None if ah.max_frames is None else int(ah.max_frames),
+            center_sigma=float(ah.center_sigma),
+        )
+
+
+def cache_key(settings: Settings, checkpoint_global_step: int | None, maps: list[str]) -> dict[str, Any]:
+    return {**settings.__dict__, "checkpoint_global_step": checkpoint_global_step, "maps": sorted(maps)}
+
+
+# ---------------------------------------------------------------------------------------
+# Scoring one trial
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlayedTrial:
+    """What the metrics need of a trial: processed-frame indices, gaze, model maps (84 x 84)."""
+
+    indices: np.ndarray  # raw frame index of each processed frame
+    gaze: list[np.ndarray]  # (n, 2) gaze points behind each processed frame
+    saliency: np.ndarray | None  # float32 (frames, 84, 84), None without a model map
+
+
+def play(trial: Trial, alignment: str, settings: Settings, model: torch.nn.Module | None,
+         device: torch.device, batch_size: int, bar: tqdm) -> PlayedTrial:
+    indices, gaze, maps, batch = [], [], [], []
+
+    def flush() -> None:
+        if batch and model is not None:
+            obs = torch.from_numpy(np.stack(batch)).to(device)
+            with torch.no_grad():
+                maps.append(model.saliency(obs).float().cpu().numpy())
+        bar.update(len(batch))
+        batch.clear()
+
+    for frame in play_trial(trial, frame_alignment=alignment, stack_fill=settings.stack_fill):
+        if settings.max_frames is not None and len(indices) >= settings.max_frames:
+            break
+        indices.append(frame.index)
+        gaze.append(frame.gaze)
+        batch.append(frame.stack)
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    saliency = np.concatenate(maps) if model is not None and maps else None
+    return PlayedTrial(np.asarray(indices), gaze, saliency)
+
+
+def score_map(maps: list[np.ndarray], fixations: list[np.ndarray], sigma: float, settings: Settings) -> dict[str, np.ndarray]:
+    """NSS, KL and shuffled AUC of each frame's map (NaN where undefined)."""
+    n = len(maps)
+    out = {m: np.full(n, np.nan) for m in METRICS}
+    for k in range(n):
+        out["nss"][k] = nss(maps[k], fixations[k])
+        out["kl"][k] = kl_divergence(maps[k], fixations[k], sigma=sigma)
+    # The authors drew the other frames only for frames with a metric (gaze present, map finite).
+    defined = [k for k in range(n) if fixations[k].any() and np.isfinite(maps[k]).all()]
+    if n >= 2 and defined:
+        others = pick_other_frames(n, defined, k=settings.sauc_other_frames, seed=settings.seed)
+        for k, picks in zip(defined, others):
+            other = np.sum([fixations[p] for p in picks], axis=0)
+            out["sauc"][k] = shuffled_auc(maps[k], fixations[k], other, n_splits=settings.sauc_splits, seed=settings.seed)
+    return out
+
+
+def score_trial(played: PlayedTrial, trial_id: int, alignment: str, resolution: str, maps: list[str],
+                settings: Settings) -> pd.DataFrame:
+    shape = RESOLUTIONS[resolution]
+    fixations = [fixation_map(points, shape) for points in played.gaze]
+    n = len(fixations)
+    rows = []
+    for name in maps:
+        if name == "model":
+            frames = [m if resolution == "84x84" else upscale_saliency(m, shape) for m in played.saliency]
+        else:
+            constant = center_bias(shape, settings.center_sigma) if name == "center" else uniform(shape)
+            frames = [constant] * n
+        scores = score_map(frames, fixations, settings.kl_sigma[resolution], settings)
+        rows.append(pd.DataFrame({
+            "trial": trial_id, "frame": played.indices, "map": name, "resolution": resolution,
+            "alignment": alignment, "gaze_points": [len(g) for g in played.gaze], **scores,
+        }))
+    return pd.concat(rows, ignore_index=True)[FRAME_COLUMNS]
+
+
+def summarize_trial(frames: pd.DataFrame, checkpoint_global_step: int | None) -> pd.DataFrame:
+    rows = []
+    for (trial, name, resolution, alignment), part in frames.groupby(["trial", "map", "resolution", "alignment"], sort=False):
+        row = {"trial": trial, "map": name, "resolution": resolution, "alignment": alignment}
+        for m in METRICS:
+            values = part[m].dropna()
+            row[m] = float(values.mean()) if len(values) else np.nan
+            row[f"{m}_frames"] = int(len(values))
+        row["frames"] = int(len(part))
+        row["checkpoint_global_step"] = checkpoint_global_step
+        rows.append(row)
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+# ---------------------------------------------------------------------------------------
+# Cached per-frame files
+# ---------------------------------------------------------------------------------------
+
+
+def write_frames(path: Path, frames: pd.DataFrame, key: dict[str, Any]) -> None:
+    table = pa.Table.from_pandas(frames, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), KEY_FIELD: json.dumps(key).encode()})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def read_key(path: Path) -> dict[str, Any] | None:
+    """The key a per-frame file was computed under; None if absent or unreadable."""
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(KEY_FIELD)
+        return json.loads(raw) if raw else None
+    except (OSError, pa.ArrowException, ValueError):
+        return None
+
+
+def rebuild_trials(cell: CellDir, key: dict[str, Any]) -> pd.DataFrame:
+    """trials.csv from every per-frame file of the current key, in a stable order."""
+    parts = [pd.read_parquet(p) for p in sorted((cell.saliency_dir / "frames").glob("trial_*.parquet")) if read_key(p) == key]
+    frames = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FRAME_COLUMNS)
+    trials = summarize_trial(frames, key["checkpoint_global_step"])
+    trials = trials.sort_values(["resolution", "alignment", "trial", "map"], kind="stable", ignore_index=True)
+    atomic_write_text(cell.saliency_trials, trials.to_csv(index=False, float_format="%.6g"))
+    return trials
+
+
+# ---------------------------------------------------------------------------------------
+# A cell
+# ---------------------------------------------------------------------------------------
+
+
+def select_trials(dataset: AtariHead, game: str, wanted: Any) -> list[TrialInfo]:
+    """The trials to score: `atari_head.trials` (ids), or every trial of the game on disk."""
+    key = atari_head_game(game)
+    found = dataset.trials(game)
+    if wanted is None:
+        if not found:
+            raise ConfigError(f"atari_head.root={dataset.root}: no {key} trials there (game={game})")
+        return found
+    ids = [int(t) for t in ([wanted] if isinstance(wanted, (int, str)) else wanted)]
+    infos = []
+    for trial_id in ids:
+        try:
+            info = dataset.trial(trial_id)
+        except AtariHeadError as e:
+            raise ConfigError(f"atari_head.trials={trial_id}: {e}") from None
+        if info.game != key:
+            raise ConfigError(f"atari_head.trials={trial_id}: a {info.game} trial, but the cell plays {game}")
+        infos.append(info)
+    return infos
+
+
+def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
+    """Score one trained cell on Atari-HEAD; returns its trials.csv rows (None when skipped)."""
+    check_metrics_config(cfg)
+    ah = cfg.atari_head
+    if not trained_cell_or_none(cfg, cell):
+        return None
+    device = resolve_device(cfg.device)
+    model, ckpt = load_policy_model(cell, device)
+    maps = (["model"] if model.has_saliency else []) + list(ah.baselines or [])
+    if not model.has_saliency:
+        log.info("%s: %s draws no saliency map; scoring the baselines only", cell.cell.key, model.name)
+    if not maps:
+        raise ConfigError(f"atari_head.baselines=[]: {model.name} has no saliency map, so there is nothing to score")
+    settings = Settings.from_config(ah)
+    key = cache_key(settings, int(ckpt["global_step"]), maps)
+    resolutions = _names("atari_head.resolutions", ah.resolutions, list(RESOLUTIONS))
+    alignments = _names("atari_head.frame_alignments", ah.frame_alignments, ALIGNMENTS)
+    dataset = open_dataset(cfg)
+    infos = select_trials(dataset, cfg.game.name, ah.trials)
+
+    todo = []
+    for info in infos:
+        for alignment in alignments:
+            paths = {res: cell.saliency_frames(info.trial_id, alignment, res) for res in resolutions}
+            stale = {res: p for res, p in paths.items() if ah.overwrite or read_key(p) != key}
+            if stale:
+                todo.append((info, alignment, stale))
+    cached = len(infos) * len(alignments) - len(todo)
+    log.info("%s: %d trial(s) of %s x %s x %s; %d cached", cell.cell.key, len(infos), cfg.game.name,
+             "+".join(alignments), "+".join(resolutions), cached)
+
+    if todo:
+        loaded = {info.trial_id: dataset.load(info) for info, _, _ in todo}
+        total = sum(min(len(processed_indices(len(loaded[info.trial_id]), alignment)), settings.max_frames or sys.maxsize)
+                    for info, alignment, _ in todo)
+        with tqdm(total=total, unit="frame", desc=f"{cell.cell.key} saliency",
+                  disable=not sys.stderr.isatty(), dynamic_ncols=True) as bar:
+            for info, alignment, stale in todo:
+                played = play(loaded[info.trial_id], alignment, settings, model if "model" in maps else None,
+                              device, int(ah.batch_size), bar)
+                if len(played.indices) < 2:
+                    raise AtariHeadError(f"{info.labels}: {len(played.indices)} processed frame(s); the metrics need 2")
+                for res, path in stale.items():
+                    frames = score_trial(played, info.trial_id, alignment, res, maps, settings)
+                    write_frames(path, frames, key)
+                    log.info("trial %d (%s, %s): %s", info.trial_id, alignment, res, _brief(frames))
+    trials = rebuild_trials(cell, key)
+    log.info("%s: wrote %s (%d rows)", cell.cell.key, cell.saliency_trials, len(trials))
+    return trials
+
+
+def _brief(frames: pd.DataFrame) -> str:
+    means = frames.groupby("map", sort=False)[list(METRICS)].mean()
+    return "; ".join(f"{name} " + " ".join(f"{m} {v:.3f}" for m, v in row.items()) for name, row in means.iterrows())
+

@@ -1,0 +1,195 @@
+"""src/saliency_metrics.py end to end: real tiny trained cells scored on the real Atari-HEAD sample."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from analysis.load import TRIAL_COLUMNS
+from fls.atari_head import AtariHead
+from fls.evaluation import load_policy_model
+from fls.gaze import RAW_SHAPE, fixation_map, play_trial
+from fls.metrics import center_bias, kl_divergence, nss, upscale_saliency
+from fls.rundir import RunLayout
+
+from conftest import PYTHON, REPO
+
+TRIAL = 593  # the sample's Ms. Pac-Man trial: 400 raw frames, 100 processed frames
+
+
+def metrics_cli(run_root: Path, root: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
+    cmd = [PYTHON, "src/saliency_metrics.py", *(["-m"] if multirun else []), "experiment=smoke", "game=mspacman",
+           f"run_root={run_root}", f"atari_head.root={root}", *overrides]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """Two tiny real Ms. Pac-Man cells of study `smoke`: sparse_fls and nature_cnn, seed 1."""
+    root = tmp_path_factory.mktemp("runs")
+    res = subprocess.run([PYTHON, "src/train.py", "-m", "experiment=smoke", "game=mspacman",
+                          "model=sparse_fls,nature_cnn", f"run_root={root}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return root
+
+
+@pytest.fixture(scope="module")
+def scored(trained: Path, atari_head_sample: Path) -> Path:
+    res = metrics_cli(trained, atari_head_sample, "model=sparse_fls,nature_cnn", multirun=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return trained
+
+
+def cell(root: Path, model: str = "sparse_fls"):
+    return RunLayout(root).cell("smoke", "mspacman", model, 1)
+
+
+def test_trials_csv_has_the_model_and_baselines(scored: Path):
+    trials = pd.read_csv(cell(scored).saliency_trials)
+    assert list(trials.columns) == TRIAL_COLUMNS  # what analysis.load reads
+    assert sorted(trials["map"]) == ["center", "model", "uniform"]
+    assert (trials["trial"] == TRIAL).all() and (trials["frames"] == 100).all()
+    assert (trials[["resolution", "alignment"]].drop_duplicates().values == [["210x160", "spec"]]).all()
+    model = trials.set_index("map").loc["model"]
+    assert model["nss_frames"] == model["kl_frames"] == model["sauc_frames"] == 100  # gaze on every frame
+    assert np.isfinite(model[["nss", "kl", "sauc"]].astype(float)).all()
+    assert 0 < model["sauc"] < 1 and model["kl"] > 0
+    flat = trials.set_index("map").loc["uniform"]
+    # NSS and sAUC are undefined on a constant map: no frame counts, and no number
+    assert flat["nss_frames"] == flat["sauc_frames"] == 0 and np.isnan(flat["nss"]) and np.isnan(flat["sauc"])
+    assert flat["kl_frames"] == 100 and flat["kl"] > 0
+    status_step = cell(scored).status()["global_step"]
+    assert (trials["checkpoint_global_step"] == status_step).all()
+
+
+def test_a_model_without_attention_scores_the_baselines_only(scored: Path):
+    trials = pd.read_csv(cell(scored, "nature_cnn").saliency_trials)
+    assert sorted(trials["map"]) == ["center", "uniform"]
+    # the baselines do not depend on the model: the same numbers in both cells
+    other = pd.read_csv(cell(scored).saliency_trials)
+    pd.testing.assert_frame_equal(trials.set_index("map")[["nss", "kl", "sauc"]],
+                                  other[other["map"] != "model"].set_index("map")[["nss", "kl", "sauc"]])
+
+
+def test_per_frame_results_match_a_direct_computation(scored: Path, atari_head_sample: Path):
+    """The pipeline (preprocessing, model map, upscaling, gaze union) recomputed by hand on a few frames."""
+    frames = pd.read_parquet(cell(scored).saliency_frames(TRIAL, "spec", "210x160"))
+    assert len(frames) == 300 and frames["frame"].iloc[:100].tolist() == list(range(0, 400, 4))
+    model, _ = load_policy_model(cell(scored), torch.device("cpu"))
+    trial = AtariHead(atari_head_sample).load(TRIAL)
+    played = {f.index: f for f in play_trial(trial) if f.index in (0, 40, 200, 396)}
+    center = center_bias(RAW_SHAPE, 0.25)
+    for index, frame in played.items():
+        with torch.no_grad():
+            saliency = upscale_saliency(model.saliency(torch.from_numpy(frame.stack[None]))[0].numpy(), RAW_SHAPE)
+        fixations = fixation_map(frame.gaze, RAW_SHAPE)
+        row = frames[(frames["frame"] == index) & (frames["map"] == "model")].iloc[0]
+        assert row["gaze_points"] == fixations.sum()
+        assert row["nss"] == pytest.approx(nss(saliency, fixations), rel=1e-4)
+        assert row["kl"] == pytest.approx(kl_divergence(saliency, fixations, sigma=5.0), rel=1e-4)
+        base = frames[(frames["frame"] == index) & (frames["map"] == "center")].iloc[0]
+        assert base["nss"] == pytest.approx(nss(center, fixations), rel=1e-9)
+    # a trial row is the mean over defined frames of its per-frame rows
+    trials = pd.read_csv(cell(scored).saliency_trials).set_index("map")
+    for name in ("model", "center"):
+        assert trials.loc[name, "sauc"] == pytest.approx(frames[frames["map"] == name]["sauc"].mean(), rel=1e-5)
+
+
+def test_reruns_are_cached_and_other_settings_add_rows(scored: Path, atari_head_sample: Path):
+    target = cell(scored)
+    spec_file = target.saliency_frames(TRIAL, "spec", "210x160")
+    before = spec_file.stat().st_mtime_ns
+    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "atari_head.resolutions=[210x160,84x84]",
+                      "atari_head.frame_alignments=[spec,paper]")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert spec_file.stat().st_mtime_ns == before  # cached: not recomputed
+    trials = pd.read_csv(target.saliency_trials)
+    assert len(trials) == 3 * 2 * 2
+    paper = trials[(trials["alignment"] == "paper") & (trials["map"] == "model") & (trials["resolution"] == "210x160")].iloc[0]
+    assert paper["frames"] == 100 and paper["nss_frames"] == 99  # the authors' indexing: no gaze for frame 0
+    # the same request again computes nothing: every file of the request is cached
+    mtimes = {p: p.stat().st_mtime_ns for p in (target.saliency_dir / "frames").iterdir()}
+    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "atari_head.resolutions=[210x160,84x84]",
+                      "atari_head.frame_alignments=[spec,paper]")
+    assert res.returncode == 0 and "; 2 cached" in res.stdout  # 2 alignments of 1 trial, both cached
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    # a setting that changes the numbers recomputes, and trials.csv shows only that setting's rows
+    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "atari_head.sauc_splits=10")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert spec_file.stat().st_mtime_ns != before
+    assert len(pd.read_csv(target.saliency_trials)) == 3
+    # overwrite=true recomputes even when cached
+    again = spec_file.stat().st_mtime_ns
+    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "atari_head.sauc_splits=10", "atari_head.overwrite=true")
+    assert res.returncode == 0 and spec_file.stat().st_mtime_ns != again
+
+
+def test_table4_reads_the_results(scored: Path):
+    res = subprocess.run([PYTHON, "-m", "analysis", "table4", "--study", "smoke", "--run-root", str(scored)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "MsPacman" in res.stdout and "Sparse FLS" in res.stdout and "Center prior" in res.stdout
+    table = pd.read_csv(scored / "smoke" / "analysis" / "table4.csv")
+    assert (table[(table["row"] == "sparse_fls") & (table["game"] == "mspacman")]["n"] >= 1).all()
+
+
+@pytest.mark.parametrize(("overrides", "complaint"), [
+    (["game=beamrider"], "game=beamrider: was never recorded in Atari-HEAD"),
+    (["atari_head.root=/nonexistent"], "atari_head.root=/nonexistent"),
+    (["atari_head.resolutions=[100x100]"], "atari_head.resolutions=100x100: expected one of 210x160, 84x84"),
+    (["atari_head.frame_alignments=[late]"], "atari_head.frame_alignments=late: expected one of spec, paper"),
+    (["atari_head.trials=[12345]"], "trial 12345 is not listed"),
+    (["atari_head.sauc_splits=0"], "atari_head.sauc_splits=0: must be a positive integer"),
+])
+def test_bad_settings_are_refused_in_one_line(trained: Path, atari_head_sample: Path, overrides, complaint):
+    res = metrics_cli(trained, atari_head_sample, "model=sparse_fls", *overrides)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and complaint in lines[0], res.stderr
+
+
+def test_a_sweep_with_an_unrecorded_game_is_refused_before_any_cell_runs(trained: Path, atari_head_sample: Path):
+    res = metrics_cli(trained, atari_head_sample, "game=mspacman,beamrider", "model=sparse_fls", multirun=True)
+    assert res.returncode == 2 and "game=beamrider" in res.stderr
+    assert "saliency" not in res.stdout + res.stderr.replace("saliency_metrics", "")
+
+
+def test_an_untrained_cell_is_skipped_and_leaves_nothing(trained: Path, atari_head_sample: Path):
+    res = metrics_cli(trained, atari_head_sample, "model=dense_fls")
+    assert res.returncode == 0 and "no checkpoint" in res.stderr
+    assert not cell(trained, "dense_fls").path.exists()
+
+
+def test_a_broken_archive_fails_cleanly_and_keeps_earlier_results(tmp_path: Path, trained: Path, atari_head_sample: Path):
+    """A generated broken copy of the sample: the error names the file, earlier results stay."""
+    data = tmp_path / "atari_head"
+    shutil.copytree(atari_head_sample, data)
+    for path in data.rglob("*"):
+        os.chmod(path, stat.S_IRWXU)
+    runs = tmp_path / "runs"
+    shutil.copytree(trained / "smoke" / "mspacman" / "sparse_fls", runs / "smoke" / "mspacman" / "sparse_fls",
+                    ignore=shutil.ignore_patterns("saliency"))
+    res = metrics_cli(runs, data, "model=sparse_fls", "atari_head.max_frames=20")
+    assert res.returncode == 0, res.stderr[-2000:]
+    target = cell(runs)
+    good = target.saliency_trials.read_bytes()
+    assert pd.read_csv(target.saliency_trials)["frames"].eq(20).all()
+
+    archive = next(data.rglob("*.tar.bz2"))
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 3])
+    res = metrics_cli(runs, data, "model=sparse_fls", "atari_head.overwrite=true")
+    assert res.returncode == 1
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and archive.name in lines[0], res.stderr
+    assert target.saliency_trials.read_bytes() == good
+    frame_files = list((target.saliency_dir / "frames").iterdir())
+    assert [p.name for p in frame_files] == [f"trial_{TRIAL}_spec_210x160.parquet"]  # no temporary files left
