@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,36 +182,49 @@ def play(trial: Trial, alignment: str, settings: Settings, model: torch.nn.Modul
     return PlayedTrial(np.asarray(indices), gaze, saliency)
 
 
-def score_map(maps: list[np.ndarray], fixations: list[np.ndarray], sigma: float, settings: Settings) -> dict[str, np.ndarray]:
-    """NSS, KL and shuffled AUC of each frame's map (NaN where undefined)."""
-    n = len(maps)
+def score_frames(saliency_of: Callable[[int], np.ndarray], gaze: list[np.ndarray], shape: tuple[int, int],
+                 sigma: float, settings: Settings) -> dict[str, np.ndarray]:
+    """NSS, KL and shuffled AUC of each frame's map (NaN where undefined).
+
+    Maps and fixation maps are made one frame at a time from `saliency_of(k)` and the gaze
+    points: a full trial's worth at 210 x 160 would take gigabytes.
+    """
+    n = len(gaze)
     out = {m: np.full(n, np.nan) for m in METRICS}
+    defined = np.zeros(n, dtype=bool)
     for k in range(n):
-        out["nss"][k] = nss(maps[k], fixations[k])
-        out["kl"][k] = kl_divergence(maps[k], fixations[k], sigma=sigma)
+        saliency, fixations = saliency_of(k), fixation_map(gaze[k], shape)
+        out["nss"][k] = nss(saliency, fixations)
+        out["kl"][k] = kl_divergence(saliency, fixations, sigma=sigma)
+        defined[k] = fixations.any() and np.isfinite(saliency).all()
     # The authors drew the other frames only for frames with a metric (gaze present, map finite).
-    defined = [k for k in range(n) if fixations[k].any() and np.isfinite(maps[k]).all()]
-    if n >= 2 and defined:
-        others = pick_other_frames(n, defined, k=settings.sauc_other_frames, seed=settings.seed)
-        for k, picks in zip(defined, others):
-            other = np.sum([fixations[p] for p in picks], axis=0)
-            out["sauc"][k] = shuffled_auc(maps[k], fixations[k], other, n_splits=settings.sauc_splits, seed=settings.seed)
+    frames = np.flatnonzero(defined)
+    if n >= 2 and len(frames):
+        others = pick_other_frames(n, frames, k=settings.sauc_other_frames, seed=settings.seed)
+        for k, picks in zip(frames, others):
+            other = fixation_map(np.concatenate([gaze[p] for p in picks]), shape)  # counts add up
+            out["sauc"][k] = shuffled_auc(saliency_of(k), fixation_map(gaze[k], shape), other,
+                                          n_splits=settings.sauc_splits, seed=settings.seed)
     return out
 
 
 def score_trial(played: PlayedTrial, trial_id: int, alignment: str, resolution: str, maps: list[str],
                 settings: Settings) -> pd.DataFrame:
     shape = RESOLUTIONS[resolution]
-    fixations = [fixation_map(points, shape) for points in played.gaze]
-    n = len(fixations)
     rows = []
     for name in maps:
         if name == "model":
-            frames = [m if resolution == "84x84" else upscale_saliency(m, shape) for m in played.saliency]
+            if resolution == "84x84":
+                saliency_of = played.saliency.__getitem__
+            else:
+                def saliency_of(k: int) -> np.ndarray:
+                    return upscale_saliency(played.saliency[k], shape)
         else:
             constant = center_bias(shape, settings.center_sigma) if name == "center" else uniform(shape)
-            frames = [constant] * n
-        scores = score_map(frames, fixations, settings.kl_sigma[resolution], settings)
+
+            def saliency_of(k: int, constant: np.ndarray = constant) -> np.ndarray:
+                return constant
+        scores = score_frames(saliency_of, played.gaze, shape, settings.kl_sigma[resolution], settings)
         rows.append(pd.DataFrame({
             "trial": trial_id, "frame": played.indices, "map": name, "resolution": resolution,
             "alignment": alignment, "gaze_points": [len(g) for g in played.gaze], **scores,
