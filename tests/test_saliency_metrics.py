@@ -149,6 +149,7 @@ def test_table4_reads_the_results(scored: Path):
     (["atari_head.frame_alignments=[late]"], "atari_head.frame_alignments=late: expected one of spec, paper"),
     (["atari_head.trials=[12345]"], "trial 12345 is not listed"),
     (["atari_head.sauc_splits=0"], "atari_head.sauc_splits=0: must be a positive integer"),
+    (["atari_head.kl_sigma_84x84=0"], "atari_head.kl_sigma_84x84=0: must be a positive number of pixels"),
 ])
 def test_bad_settings_are_refused_in_one_line(trained: Path, atari_head_sample: Path, overrides, complaint):
     res = metrics_cli(trained, atari_head_sample, "model=sparse_fls", *overrides)

@@ -104,8 +104,13 @@ def check_metrics_config(cfg: DictConfig) -> None:
     if ah.max_frames is not None and as_int("atari_head.max_frames", ah.max_frames) < 2:
         raise ConfigError(f"atari_head.max_frames={ah.max_frames}: must be at least 2 processed frames (or null: all)")
     for res in RESOLUTIONS:
-        if not float(ah.kl_sigma[res]) > 0:
-            raise ConfigError(f"atari_head.kl_sigma.{res}={ah.kl_sigma[res]}: must be a positive number of pixels")
+        key = f"kl_sigma_{res}"
+        try:
+            positive = float(ah[key]) > 0
+        except (TypeError, ValueError):
+            positive = False
+        if not positive:
+            raise ConfigError(f"atari_head.{key}={ah[key]}: must be a positive number of pixels")
     if not float(ah.center_sigma) > 0:
         raise ConfigError(f"atari_head.center_sigma={ah.center_sigma}: must be a positive fraction of the frame")
     if ah.trials is not None:
@@ -130,7 +135,7 @@ class Settings:
     def from_config(cls, ah: DictConfig) -> Settings:
         return cls(
             stack_fill=str(ah.stack_fill),
-            kl_sigma={res: float(ah.kl_sigma[res]) for res in RESOLUTIONS},
+            kl_sigma={res: float(ah[f"kl_sigma_{res}"]) for res in RESOLUTIONS},
             sauc_other_frames=int(ah.sauc_other_frames),
             sauc_splits=int(ah.sauc_splits),
             seed=int(ah.seed),
