@@ -85,7 +85,24 @@ def test_slurm_local_is_slurm_with_this_machines_resources():
     assert (cfg.torch_threads, cfg.env.num_threads) == (1, 1)
 
 
-def test_slurm_profile_renders_the_sbatch_script_of_a_job_array(tmp_path):
+def path_without_slurm() -> str:
+    """PATH less every folder that holds SLURM's client tools (this machine may have them)."""
+    return os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep)
+                           if not any((Path(d) / tool).exists() for tool in ("sbatch", "srun", "squeue")))
+
+
+def fake_slurm_clients(folder: Path) -> str:
+    """A PATH on which submitit finds `srun` (it looks before it renders anything); these
+    stand-ins fail if called, and rendering a script never calls them."""
+    folder.mkdir()
+    for tool in ("sbatch", "srun", "squeue", "sacct", "scancel"):
+        (folder / tool).write_text("#!/bin/sh\necho 'not a real SLURM' >&2; exit 1\n")
+        (folder / tool).chmod(0o755)
+    return f"{folder}{os.pathsep}{path_without_slurm()}"
+
+
+def test_slurm_profile_renders_the_sbatch_script_of_a_job_array(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", fake_slurm_clients(tmp_path / "bin"))
     cfg = composed("launcher=slurm", f"run_root={tmp_path}", "study=paper")
     launcher = instantiate(cfg.hydra.launcher)
     executor = launcher._executor()._executor
@@ -96,6 +113,18 @@ def test_slurm_profile_renders_the_sbatch_script_of_a_job_array(tmp_path):
                  "--partition=gpu", "--time=720", "--signal=USR2@120", "--job-name=train-paper",
                  f"--output={tmp_path}/paper/.submitit/%A_%a/%A_%a_0_log.out"):
         assert f"#SBATCH {flag}\n" in script, flag
+
+
+def test_launcher_slurm_without_slurm_is_refused_in_one_line_before_anything_is_written(tmp_path):
+    res = subprocess.run(
+        [PYTHON, "src/train.py", "-m", "game=breakout", "model=nature_cnn", "seed=1", "launcher=slurm",
+         f"run_root={tmp_path}", "study=s"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": path_without_slurm()},
+    )
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "launcher=slurm" in lines[0] and "not found on PATH" in lines[0], res.stderr
+    assert not any(tmp_path.iterdir())
 
 
 def test_the_trainer_shows_the_slurm_launcher_config(tmp_path):

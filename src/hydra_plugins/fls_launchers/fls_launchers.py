@@ -20,6 +20,7 @@ profiles in launchers/conf/launcher/.
 
 import getpass
 import logging
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -262,6 +263,16 @@ class _Launcher(BaseSubmititLauncher):
 
 class FlsSlurmLauncher(_Launcher):
     _EXECUTOR = "slurm"
+
+    def preflight(self) -> None:
+        """Refuse at once on a machine without SLURM, before the sweep writes anything
+        (submitit would raise 'Could not detect "srun"' after the sweep dir exists)."""
+        missing = [tool for tool in ("sbatch", "srun", "squeue") if shutil.which(tool) is None]
+        if missing:
+            raise ValueError(
+                f"launcher=slurm: {', '.join(missing)} not found on PATH; submit from a machine "
+                "with SLURM's client tools (a login node), or use launcher=local / submitit_local"
+            )
 
     def _vanished(self, pending: List[Any], misses: Dict[str, int]) -> Dict[str, str]:
         """SLURM keeps no accounting record of an array task cancelled while it waited

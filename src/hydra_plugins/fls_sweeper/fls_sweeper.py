@@ -143,6 +143,12 @@ class FlsSweeper(BasicSweeper):
         # Check every batch before launching any, so a bad value anywhere writes nothing.
         for batch in self.overrides:
             self.validate_batch_is_legal(batch)
+        launcher_check = getattr(self.launcher, "preflight", None)
+        if launcher_check is not None:
+            try:
+                launcher_check()
+            except ValueError as e:
+                raise SweepError(str(e)) from e
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
