@@ -9,7 +9,7 @@ The sources (this one, and `wandb_source.WandbSource`) share one interface:
 
     cells()            game, model, seed, state         the cells that exist (state: status.json)
     metrics()          game, model, seed, frames, eprewmean       one row per PPO update
-    eval_games(g)      game, model, seed, eval_game, score, frames, truncated   one row per game
+    eval_games(g)      game, model, seed, eval_game, score, frames, truncated, backend   one row per game
     saliency()         game, model, seed + trials.csv's columns    one row per Atari-HEAD trial
 """
 
@@ -28,7 +28,7 @@ EPREWMEAN = "charts/eprewmean"
 KEYS = ["game", "model", "seed"]
 CELL_COLUMNS = [*KEYS, "state"]
 METRIC_COLUMNS = [*KEYS, "frames", "eprewmean"]
-GAME_COLUMNS = [*KEYS, "eval_game", "score", "frames", "truncated"]
+GAME_COLUMNS = [*KEYS, "eval_game", "score", "frames", "truncated", "backend"]
 TRIAL_COLUMNS = ["trial", "map", "resolution", "alignment", "nss", "kl", "sauc",
                  "nss_frames", "kl_frames", "sauc_frames", "frames", "checkpoint_global_step"]
 SALIENCY_COLUMNS = [*KEYS, *TRIAL_COLUMNS]
@@ -113,7 +113,10 @@ class FileSource:
             if not (cell.eval_summary(target).exists() and cell.eval_games(target).exists()):
                 continue
             games = pd.read_parquet(cell.eval_games(target), columns=["score", "frames", "truncated"])
-            frames.append(_with_keys(games, cell).assign(eval_game=target))
+            # the env stack it was played on (summaries written before it was recorded: unknown)
+            settings = json.loads(cell.eval_summary(target).read_text()).get("settings", {})
+            backend = settings.get("env", {}).get("backend", "unknown")
+            frames.append(_with_keys(games, cell).assign(eval_game=target, backend=backend))
         return _concat(frames, GAME_COLUMNS)
 
     def eval_summaries(self, eval_game: str | None = None) -> dict[tuple[str, str, int], dict]:

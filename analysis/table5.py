@@ -48,16 +48,21 @@ def build(source, grid: Grid, paper: PaperValues) -> Artefact | None:
     if published is not None:
         published = published[published.game == INFINITE].set_index("model")
 
-    rows, display = [], []
+    rows, display, mixed = [], [], []
     for model in models:
         s, i = std_stats.loc[model], inf_stats.loc[model]
+        backends = sorted(set(standard[standard.model == model]["backend"]) | set(infinite[infinite.model == model]["backend"]))
         gain, paired = gain_percent(standard[standard.model == model], infinite[infinite.model == model])
+        if len(backends) > 1:
+            # the two env stacks differ by more than the gains Table 5 measures
+            gain = math.nan
+            mixed.append(f"{model_label(model)}: evaluated on {' and '.join(backends)}")
         p = published.loc[model] if published is not None and model in published.index else None
         row = {
             "model": model, "paper_name": model_label(model),
             "breakout_mean": s["mean"], "breakout_std": s["std"], "breakout_games": s["n_games"], "breakout_seeds": s["n_seeds"],
             "infinite_mean": i["mean"], "infinite_std": i["std"], "infinite_games": i["n_games"], "infinite_seeds": i["n_seeds"],
-            "expected_seeds": grid.n_seeds, "gain_percent": gain, "gain_seeds": paired,
+            "expected_seeds": grid.n_seeds, "gain_percent": gain, "gain_seeds": paired, "backends": ",".join(backends),
             "paper_infinite_mean": p["mean"] if p is not None else math.nan,
             "paper_infinite_std": p["std"] if p is not None else math.nan,
             "paper_gain_percent": p["gain_percent_over_breakout"] if p is not None else math.nan,
@@ -65,7 +70,9 @@ def build(source, grid: Grid, paper: PaperValues) -> Artefact | None:
         row["paper_breakout_implied"] = row["paper_infinite_mean"] / (1 + row["paper_gain_percent"] / 100)
         rows.append(row)
         shown = {"Model": model_label(model), "Breakout": cell_text(s, False), "BreakoutInfinite": cell_text(i, False)}
-        if math.isfinite(gain):
+        if len(backends) > 1:
+            shown["gain"] = "n/a: env backends differ"
+        elif math.isfinite(gain):
             note = "" if paired == s["n_seeds"] == i["n_seeds"] else f" ({paired} paired seed{'s' if paired != 1 else ''})"
             shown["gain"] = f"{gain:+.1f}%{note}"
         else:
@@ -86,6 +93,9 @@ def build(source, grid: Grid, paper: PaperValues) -> Artefact | None:
         *(f"Breakout: {n}" for n in grid.coverage(have_std, "evaluated", games=[GAME], models=models)),
         *(f"BreakoutInfinite: {n}" for n in grid.coverage(have_inf, "evaluated", games=[GAME], models=models)),
     ]
+    if mixed:
+        notes.append("No gain where the games were played on different env backends (re-evaluate both on one "
+                     "env.backend): " + "; ".join(mixed) + ".")
     if published is None:
         notes.append(paper.missing_note("table5"))
     else:

@@ -61,7 +61,7 @@ def write_metrics(cell: CellDir, eprewmeans: list[float]) -> None:
     metrics.close()
 
 
-def write_eval(cell: CellDir, scores: list[float], eval_game: str | None = None) -> None:
+def write_eval(cell: CellDir, scores: list[float], eval_game: str | None = None, backend: str = "gymnasium") -> None:
     """games.parquet and summary.json through fls.evaluation's own writer."""
     n = len(scores)
     games = pd.DataFrame({"env": np.arange(n) % 4, "game": np.arange(n) // 4, "score": scores,
@@ -70,7 +70,9 @@ def write_eval(cell: CellDir, scores: list[float], eval_game: str | None = None)
                                         "seconds": "float64", "truncated": "bool"})
     target = eval_game or cell.cell.game
     settings = {"eval_game": target, "games": n, "num_envs": 4, "max_frames": 30000, "seed": 1_000_000_000,
-                "sample": True, "checkpoint_global_step": 4096}
+                "sample": True, "checkpoint_global_step": 4096,
+                "env": {"backend": backend, "noop_max": 30, "frame_skip": 4, "frame_stack": 4, "stack_fill": "zeros",
+                        "episodic_life": True, "fire_reset": True}}
     summary = {**summarize(games), "seconds": 3.0, "settings": settings, "cell": cell.cell.key, "checkpoint_update": 4}
     write_results(cell, target, games, summary)
 
@@ -356,6 +358,22 @@ def test_table5_gain_over_the_seeds_evaluated_on_both(syn):
     assert table.loc["Dense FLS + sum-pooling", "BreakoutInfinite"] == "—"
     assert table.loc["Nature CNN", "paper BreakoutInfinite"] == "652 ± 274"
     assert table.loc["Sparse FLS w/o final ReLU", "paper gain"] == "+4.4%"
+
+
+def test_table5_gives_no_gain_between_two_env_backends(tmp_path):
+    layout = RunLayout(tmp_path)
+    for seed in (1, 2):
+        cell = layout.cell(STUDY, "breakout", "nature_cnn", seed)
+        cell.path.mkdir(parents=True)
+        cell.write_status(state="done")
+        write_eval(cell, [10.0, 20.0], backend="native")
+        write_eval(cell, [30.0, 40.0], "breakout_infinite", backend="gymnasium")
+    source = FileSource(tmp_path, STUDY)
+    artefact = table5.build(source, Grid.of(source.cells()), PaperValues(PAPER_VALUES))
+    row = artefact.data.set_index("model").loc["nature_cnn"]
+    assert math.isnan(row["gain_percent"]) and row["backends"] == "gymnasium,native"
+    assert artefact.sections[0][1].set_index("Model").loc["Nature CNN", "gain"] == "n/a: env backends differ"
+    assert any("Nature CNN: evaluated on gymnasium and native" in n for n in artefact.notes)
 
 
 # Figures

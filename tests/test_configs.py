@@ -72,6 +72,26 @@ def test_every_model_composes(model):
     check_train_config(cfg)
 
 
+GAME_LIMITS = {  # (training cap, evaluation cap) in frames, docs/protocol.md
+    "breakout": (400_000, 120_000), "breakout_infinite": (400_000, 120_000),
+    "spaceinvaders": (300_000, 300_000), "beamrider": (400_000, 400_000), "mspacman": (400_000, 400_000),
+    "enduro": (400_000, 400_000), "seaquest": (400_000, 400_000),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GAME_LIMITS))
+def test_every_game_states_its_limits_in_frames_with_their_source(name):
+    path = REPO / "conf" / "game" / f"{name}.yaml"
+    cfg = OmegaConf.load(path)
+    assert (cfg.max_frames, cfg.eval_max_frames) == GAME_LIMITS[name]
+    text = path.read_text()
+    for key in ("max_frames", "eval_max_frames"):
+        comment = text.split(f"\n{key}:")[0].rsplit("\n", 3)[-3:]
+        assert any("gym" in line or "max-eplen" in line for line in comment), (key, comment)
+    # each game file describes its own game
+    assert cfg.env_id.split("NoFrameskip")[0] in text.splitlines()[0] or name == "breakout_infinite"
+
+
 def test_defaults_are_the_paper_protocol():
     cfg = train_cfg()
     assert cfg.total_timesteps == 50_000_000 and cfg.num_envs == 8 and cfg.device == "auto"
@@ -81,8 +101,12 @@ def test_defaults_are_the_paper_protocol():
     assert (ppo.max_grad_norm, ppo.gamma, ppo.gae_lambda) == (0.5, 0.99, 0.95)
     assert ppo.anneal_lr and ppo.clip_vloss and ppo.norm_adv
     env = cfg.env
-    assert (env.noop_max, env.frame_skip, env.frame_stack, env.max_episode_frames) == (30, 4, 4, 108000)
+    assert (env.noop_max, env.frame_skip, env.frame_stack) == (30, 4, 4)
     assert env.episodic_life and env.fire_reset
+    # Baselines' semantics (FIRE after a lost life) are the default; native is a speed mode
+    assert env.backend == "gymnasium"
+    # game-length caps in frames (the authors' gym NoFrameskip-v4 registration, --max-eplen)
+    assert (cfg.game.name, cfg.game.max_frames, cfg.game.eval_max_frames) == ("breakout", 400_000, 120_000)
     assert cfg.logger.name == "wandb" and cfg.logger.mode == "offline"
     # the trainer runs fp32 eager by default: nothing that changes its numbers
     assert not (cfg.speed.bf16 or cfg.speed.compile) and cfg.speed.env_groups == 1

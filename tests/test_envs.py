@@ -48,9 +48,11 @@ def test_frame_stacker_repeat_fill_and_shifts_oldest_first():
 
 
 def test_backend_resolution_and_bad_values():
-    assert resolve_backend(env_cfg(), game("breakout")) == "native"
+    assert resolve_backend(env_cfg(), game("breakout")) == "gymnasium"
     assert resolve_backend(env_cfg(), game("breakout_infinite")) == "gymnasium"
-    assert resolve_backend(env_cfg(backend="gymnasium"), game("seaquest")) == "gymnasium"
+    assert resolve_backend(env_cfg(backend="native"), game("seaquest")) == "native"
+    with pytest.raises(ConfigError, match="env.backend=auto"):
+        check_env_config(env_cfg(backend="auto"), game("breakout"))
     with pytest.raises(ConfigError, match="breakout_infinite"):
         resolve_backend(env_cfg(backend="native"), game("breakout_infinite"))
     with pytest.raises(ConfigError, match="env.backend=jax"):
@@ -140,7 +142,7 @@ def test_reference_stack_follows_baselines_on_a_lost_life():
 
 
 def test_native_episode_ends_on_lost_life_and_game_over_only_at_the_end():
-    envs = make_vec_env(game("breakout"), env_cfg(), 4)
+    envs = make_vec_env(game("breakout"), env_cfg(backend="native"), 4)
     res = play(envs, 800)
     envs.close()
     assert (res["done"] == (res["life_lost"] | res["game_over"])).all()
@@ -168,12 +170,13 @@ def test_game_scores_are_unclipped_sums_of_rewards():
     assert max(a for a, _ in seen) > 1  # Space Invaders pays 5-30 points per alien
 
 
-def test_frame_limit_truncates_the_game():
-    envs = make_vec_env(game("breakout"), env_cfg(), 2, max_episode_frames=400)
+@pytest.mark.parametrize("backend", ["gymnasium", "native"])
+def test_frame_limit_truncates_the_game(backend):
+    envs = make_vec_env(game("breakout"), env_cfg(backend=backend), 2, max_episode_frames=400)
     envs.reset(seed=0)
     truncated = []
     for _ in range(150):
-        _, step = envs.step(np.zeros(2, dtype=np.int64))  # NOOP: the ball is never launched
+        _, step = envs.step(np.zeros(2, dtype=np.int64))  # NOOP: no ball is lost in 400 frames
         truncated += [(bool(t), int(f)) for t, f, g in zip(step.truncated, step.game_frames, step.game_over) if g]
     envs.close()
     assert truncated and all(t for t, _ in truncated)
@@ -187,3 +190,47 @@ def test_reference_env_is_baselines_order():
         names.append(type(env).__name__)
         env = env.env
     assert names[:6] == ["WarpFrame", "FireReset", "EpisodicLife", "MaxAndSkip", "NoopReset", "GameStats"]
+
+
+def test_the_training_cap_is_the_games_own():
+    # no cap of the trainer's own: a game is cut at gym's NoFrameskip-v4 frame cap
+    for backend in ("gymnasium", "native"):
+        envs = make_vec_env(game("spaceinvaders"), env_cfg(backend=backend), 1)
+        if backend == "gymnasium":
+            assert envs.envs[0].unwrapped.ale.getInt("max_num_frames_per_episode") == 300_000
+        else:
+            assert envs.max_episode_frames == 300_000
+        envs.close()
+
+
+def noop_games(backend: str, steps: int) -> dict:
+    envs = make_vec_env(game("breakout"), env_cfg(backend=backend), 1)
+    envs.reset(seed=3)
+    lives_lost = games = 0
+    for _ in range(steps):
+        _, step = envs.step(np.zeros(1, dtype=np.int64))
+        lives_lost += int(step.life_lost[0])
+        games += int(step.game_over[0])
+    envs.close()
+    return {"lives_lost": lives_lost, "games": games}
+
+
+def test_default_backend_relaunches_the_ball_after_every_lost_life():
+    """Baselines' FireResetEnv above EpisodicLifeEnv: after each lost life the env itself
+    presses FIRE (then action 2), so an agent that never presses FIRE still loses all five
+    balls and the game ends. The native backend leaves the ball in the paddle after the
+    first lost life: the same NOOP agent then plays one endless game."""
+    reference = noop_games("gymnasium", 1500)
+    assert reference["games"] >= 1 and reference["lives_lost"] >= 4
+    native = noop_games("native", 1500)
+    assert native["games"] == 0 and native["lives_lost"] == 1
+
+
+def test_games_without_fire_get_no_fire_reset():
+    names = []
+    env = make_reference_env("MsPacmanNoFrameskip-v4")
+    assert "FIRE" not in env.unwrapped.get_action_meanings()
+    while hasattr(env, "env"):
+        names.append(type(env).__name__)
+        env = env.env
+    assert "FireReset" not in names and "EpisodicLife" in names

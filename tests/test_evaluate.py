@@ -100,7 +100,9 @@ def test_evaluation_results_schema_seed_and_idempotence(trained):
     assert summary["n"] == 6
     assert summary["mean"] == pytest.approx(games.score.mean())
     assert summary["std"] == pytest.approx(games.score.std(ddof=0))
-    assert summary["settings"]["max_frames"] == 30000  # Breakout's limit (conf/game/breakout.yaml)
+    # Breakout's limit (conf/game/breakout.yaml) and the env stack are recorded
+    assert summary["settings"]["max_frames"] == 120_000
+    assert summary["settings"]["env"]["backend"] == "gymnasium" and summary["settings"]["env"]["noop_max"] == 30
 
     # The evaluation seeds are none of the seeds the cell trained on.
     status = c.status()
@@ -114,9 +116,18 @@ def test_evaluation_results_schema_seed_and_idempotence(trained):
     again = cli("src/evaluate.py", trained, "model=nature_cnn", "eval.games=6", "eval.num_envs=4")
     assert again.returncode == 0 and "is done" in again.stdout + again.stderr
     assert c.eval_games().stat().st_mtime_ns == stamp
-    # ... unless the protocol changes or a recompute is asked for.
-    assert cli("src/evaluate.py", trained, "model=nature_cnn", "eval.games=4", "eval.num_envs=4").returncode == 0
+    # ... unless the protocol changes: then recomputed, and the earlier results are kept.
+    res = cli("src/evaluate.py", trained, "model=nature_cnn", "eval.games=4", "eval.num_envs=4")
+    assert res.returncode == 0 and "games 6 -> 4" in res.stderr + res.stdout
     assert len(pd.read_parquet(c.eval_games())) == 4
+    kept = sorted(c.eval_previous().iterdir())
+    assert len(kept) == 1 and len(pd.read_parquet(kept[0] / "games.parquet")) == 6
+    assert json.loads((kept[0] / "summary.json").read_text())["n"] == 6
+    # an env setting is part of the protocol too
+    res = cli("src/evaluate.py", trained, "model=nature_cnn", "eval.games=4", "eval.num_envs=4", "env.noop_max=0")
+    assert res.returncode == 0 and "env.noop_max 30 -> 0" in res.stderr + res.stdout
+    assert json.loads(c.eval_summary().read_text())["settings"]["env"]["noop_max"] == 0
+    assert len(list(c.eval_previous().iterdir())) == 2
 
 
 def test_frame_limit_truncates_games(trained, tmp_path):

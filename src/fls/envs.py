@@ -24,7 +24,7 @@ import numpy as np
 
 from fls.config import ConfigError
 
-BACKENDS = ("auto", "native", "gymnasium")
+BACKENDS = ("gymnasium", "native")
 FIRE = 1
 
 
@@ -91,26 +91,30 @@ def resolve_backend(env_cfg: Any, game_cfg: Any) -> str:
     backend = env_cfg.backend
     if backend not in BACKENDS:
         raise ConfigError(f"env.backend={backend}: expected one of {', '.join(BACKENDS)}")
-    if game_cfg.infinite:
-        if backend == "native":
-            raise ConfigError(
-                f"env.backend=native: game={game_cfg.name} rewrites emulator RAM, which only "
-                "env.backend=gymnasium (or auto) can do"
-            )
-        return "gymnasium"
-    return "native" if backend == "auto" else backend
+    if game_cfg.infinite and backend == "native":
+        raise ConfigError(
+            f"env.backend=native: game={game_cfg.name} rewrites emulator RAM, which only "
+            "env.backend=gymnasium can do"
+        )
+    return backend
 
 
 def check_env_config(env_cfg: Any, game_cfg: Any) -> None:
     resolve_backend(env_cfg, game_cfg)
-    for key in ("noop_max", "max_episode_frames", "num_threads"):
+    for key in ("noop_max", "num_threads"):
         value = env_cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"env.{key}={value}: expected a non-negative integer")
+    for key in ("max_frames", "eval_max_frames"):
+        value = game_cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"game.{key}={value}: expected a positive number of frames")
     if env_cfg.get("stack_fill", "zeros") not in FrameStacker.FILLS:
         raise ConfigError(f"env.stack_fill={env_cfg.stack_fill}: expected one of {', '.join(FrameStacker.FILLS)}")
-    if env_cfg.frame_skip < 1 or env_cfg.frame_stack < 1:
-        raise ConfigError("env.frame_skip and env.frame_stack must be positive integers")
+    for key in ("frame_skip", "frame_stack"):
+        value = env_cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"env.{key}={value}: expected a positive integer")
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,14 +204,14 @@ class NativeAtariVec(AtariVec):
     not after a lost life), and game over / life loss are told apart from the lives
     counter.
 
-    Remaining differences from Baselines, and why they are harmless:
+    A speed mode, not the default: it differs from Baselines where the agents of the paper
+    were trained (env.backend=gymnasium is the faithful stack):
+    - No FIRE (and no no-op, FIRE, action-2 sequence) after a lost life: its envs step
+      together, so one cannot take extra steps alone. The policy has to press FIRE itself
+      to relaunch the ball; an agent that does not plays one endless game
+      (tests/test_envs.py). This slows early learning on Breakout (docs/learning.md).
     - Reset: ALE presses FIRE for one frame, then 0-28 no-op frames (noop_max=30); Baselines
-      does 1-30 no-op frames, then FIRE and action 2 for one agent step each. Both only
-      randomise the start state.
-    - No automatic FIRE (and no extra no-op step) after a lost life: the policy has to press
-      FIRE itself to relaunch the ball. FIRE is one of its actions; agents learn it within
-      the first rollouts (CleanRL's envpool PPO, with the same behaviour, matches Baselines'
-      Breakout scores).
+      does 1-30 no-op frames, then FIRE and action 2 for one agent step each.
     - Grayscale before the max of the last two frames, with ALE's palette luminance, rather
       than max of RGB then cv2's RGB->gray. Only pixels where two flickering colours
       overlap can differ: measured over 600-1,500 random steps (tests/test_envs.py),
@@ -237,6 +241,7 @@ class NativeAtariVec(AtariVec):
 
         self.num_envs = num_envs
         self.episodic_life = episodic_life
+        self.max_episode_frames = max_episode_frames
         self.env = AtariVectorEnv(
             rom,
             num_envs,
@@ -571,13 +576,14 @@ def make_vec_env(
     episodic_life: bool | None = None,
     groups: int = 1,
 ) -> AtariVec:
-    """The env stack of SPEC.md §4 for `game_cfg` on the backend `env_cfg` selects.
+    """The env stack of docs/protocol.md for `game_cfg` on the backend `env_cfg` selects.
 
-    With groups > 1 (native backend), the envs are split into that many vector envs
-    that step independently (EnvGroups).
+    Games are cut at `max_episode_frames` (default: the game's training cap, `max_frames`).
+    With groups > 1, the envs are split into that many vector envs that step independently
+    (EnvGroups; only the native backend steps them in the background).
     """
     backend = resolve_backend(env_cfg, game_cfg)
-    if groups > 1 and backend == "native" and num_envs >= groups:
+    if groups > 1 and num_envs >= groups:
         sizes = [len(a) for a in np.array_split(np.arange(num_envs), groups)]
         return EnvGroups([make_vec_env(game_cfg, env_cfg, n, max_episode_frames=max_episode_frames,
                                        episodic_life=episodic_life) for n in sizes])
@@ -588,7 +594,7 @@ def make_vec_env(
         stack_fill=str(env_cfg.get("stack_fill", "zeros")),
         episodic_life=bool(env_cfg.episodic_life if episodic_life is None else episodic_life),
         fire_reset=bool(env_cfg.get("fire_reset", True)),
-        max_episode_frames=int(max_episode_frames or env_cfg.max_episode_frames),
+        max_episode_frames=int(max_episode_frames or game_cfg.max_frames),
     )
     if backend == "native":
         vec: AtariVec = NativeAtariVec(

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from fls import checkpoint
 from fls.config import CONF_DIR, ConfigError, as_int, check_seed, resolve_device
-from fls.envs import AtariVec, check_env_config, make_vec_env
+from fls.envs import AtariVec, check_env_config, make_vec_env, resolve_backend
 from fls.models import build_model
 from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text
 
@@ -62,6 +62,14 @@ def eval_game(cfg: DictConfig) -> DictConfig:
 
 def max_frames(cfg: DictConfig, game: DictConfig) -> int:
     return int(cfg.eval.max_frames or game.eval_max_frames)
+
+
+def env_protocol(env: DictConfig, game: DictConfig) -> dict[str, Any]:
+    """Every env setting that changes what a game scores (the native backend's thread
+    count does not)."""
+    return {"backend": resolve_backend(env, game), "noop_max": int(env.noop_max), "frame_skip": int(env.frame_skip),
+            "frame_stack": int(env.frame_stack), "stack_fill": str(env.stack_fill),
+            "episodic_life": bool(env.episodic_life), "fire_reset": bool(env.fire_reset)}
 
 
 def eval_seed(cfg: DictConfig) -> int:
@@ -181,14 +189,20 @@ def evaluate_cell(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
         "eval_game": game.name, "games": int(cfg.eval.games), "num_envs": int(cfg.eval.num_envs),
         "max_frames": limit, "seed": eval_seed(cfg), "sample": bool(cfg.eval.sample),
         "checkpoint_global_step": int(ckpt["global_step"]),
+        # the env stack changes the scores (Table 5 divides two evaluations: same stack only)
+        "env": env_protocol(cfg.env, game),
     }
-    if summary_path.exists() and games_path.exists() and not cfg.eval.overwrite:
+    previous = None
+    if summary_path.exists() and games_path.exists():
         previous = json.loads(summary_path.read_text())
-        if previous.get("settings") == settings:
+        if previous.get("settings") == settings and not cfg.eval.overwrite:
             log.info("%s: evaluation on %s is done (%d games, mean %.1f); skipping. eval.overwrite=true recomputes it",
                      cell.cell.key, game.name, previous["n"], previous["mean"])
             return previous
-        log.info("%s: evaluation settings or checkpoint changed; recomputing", cell.cell.key)
+        if not cfg.eval.overwrite:
+            log.info("%s: the evaluation on %s changed (%s); recomputing, the previous one is kept under %s",
+                     cell.cell.key, game.name, settings_diff(previous.get("settings", {}), settings),
+                     cell.eval_previous(game.name))
 
     training_seeds = cell.status().get("env_reset_seeds", [])
     train_envs = int(cell.status().get("num_envs", cfg.num_envs))
@@ -210,14 +224,35 @@ def evaluate_cell(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
 
     summary = {**summarize(games), "seconds": time.perf_counter() - start, "settings": settings,
                "cell": cell.cell.key, "checkpoint_update": int(ckpt["update"])}
-    buffer = io.BytesIO()
-    games.to_parquet(buffer, index=False)
-    # games first, summary last: a summary means its games file is complete
-    atomic_write_bytes(games_path, buffer.getvalue())
-    atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+    if previous is not None and not cfg.eval.overwrite:
+        keep_previous(cell, game.name)
+    write_results(cell, game.name, games, summary)
     log.info("%s on %s: %.1f +/- %.1f over %d games (%d truncated)", cell.cell.key, game.name,
              summary["mean"], summary["std"], summary["n"], summary["truncated"])
     return summary
+
+
+def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
+    """'games 6 -> 4; env.backend native -> gymnasium': what differs between two settings."""
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = settings_diff(a, b, f"{prefix}{key}.")
+            parts += [inner] if inner else []
+        elif a != b:
+            parts.append(f"{prefix}{key} {a} -> {b}")
+    return "; ".join(parts)
+
+
+def keep_previous(cell: CellDir, eval_game: str) -> None:
+    """Move the current results aside (eval/<game>/previous/<time>/), summary first: a
+    folder is never left holding a summary without its games file."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"_{time.time_ns() % 10**6:06d}"
+    target = cell.eval_previous(eval_game) / stamp
+    target.mkdir(parents=True)
+    cell.eval_summary(eval_game).replace(target / "summary.json")
+    cell.eval_games(eval_game).replace(target / "games.parquet")
 
 
 def write_results(cell: CellDir, eval_game: str, games: pd.DataFrame, summary: dict[str, Any]) -> None:

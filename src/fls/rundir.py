@@ -11,7 +11,8 @@ so a re-run or a requeued job lands in its own work:
         checkpoint.pt         latest checkpoint (written atomically)
         train.log             the trainer's log, appended across resumes
         wandb/                the offline W&B run(s)
-        eval/<eval_game>/     games.parquet (one row per game), summary.json
+        eval/<eval_game>/     games.parquet (one row per game), summary.json;
+                              previous/<time>/: evaluations with other settings, kept
         video/<eval_game>/    MP4s and contact sheets
         saliency/             Atari-HEAD metrics: trials.csv (per trial), frames/ (per frame)
 
@@ -131,6 +132,10 @@ class CellDir:
 
     def eval_summary(self, eval_game: str | None = None) -> Path:
         return self.eval_dir(eval_game) / "summary.json"
+
+    def eval_previous(self, eval_game: str | None = None) -> Path:
+        """Earlier evaluations with other settings or another checkpoint, one folder each."""
+        return self.eval_dir(eval_game) / "previous"
 
     def video_dir(self, eval_game: str | None = None) -> Path:
         return self.path / "video" / (eval_game or self.cell.game)
