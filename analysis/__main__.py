@@ -49,8 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=seed_list,
                         help="expected seeds, e.g. 1,9,17,25,33, and only those are used (default: every seed in the study)")
     parser.add_argument("--resolution", default="210x160", choices=["210x160", "84x84"], help="Table 4's map resolution")
-    parser.add_argument("--alignment", default="spec", choices=["spec", "paper"],
-                        help="Table 4's frame alignment: SPEC §7's, or the authors' off-by-one")
+    parser.add_argument("--alignment", default=None, choices=["spec", "paper"],
+                        help="Table 4's frame alignment: the protocol's, or the authors' off-by-one (default: the preset's)")
+    parser.add_argument("--preset", default="spec",
+                        help="Table 4's metric settings: spec (docs/protocol.md) or paper (atari_head=paper)")
     return parser.parse_args(argv)
 
 
@@ -59,7 +61,7 @@ def build_table(name: str, source, grid: Grid, args: argparse.Namespace):
     if name == "table3":
         return table3.build(source, grid)
     if name == "table4":
-        return table4.build(source, grid, paper, args.resolution, args.alignment)
+        return table4.build(source, grid, paper, args.resolution, args.alignment, args.preset)
     return table5.build(source, grid, paper)
 
 

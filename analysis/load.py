@@ -29,7 +29,7 @@ KEYS = ["game", "model", "seed"]
 CELL_COLUMNS = [*KEYS, "state"]
 METRIC_COLUMNS = [*KEYS, "frames", "eprewmean"]
 GAME_COLUMNS = [*KEYS, "eval_game", "score", "frames", "truncated", "backend"]
-TRIAL_COLUMNS = ["trial", "map", "resolution", "alignment", "nss", "kl", "sauc",
+TRIAL_COLUMNS = ["trial", "map", "preset", "resolution", "alignment", "nss", "kl", "sauc",
                  "nss_frames", "kl_frames", "sauc_frames", "frames", "checkpoint_global_step"]
 SALIENCY_COLUMNS = [*KEYS, *TRIAL_COLUMNS]
 NOT_STARTED = "not started"
@@ -137,6 +137,8 @@ class FileSource:
                 continue
             for col in ("nss", "kl", "sauc"):
                 trials[col] = pd.to_numeric(trials[col], errors="coerce")
+            if "preset" not in trials:  # written before presets existed: the default's settings
+                trials["preset"] = "spec"
             frames.append(_with_keys(trials.reindex(columns=TRIAL_COLUMNS), cell))
         return _concat(frames, SALIENCY_COLUMNS)
 

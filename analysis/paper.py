@@ -1,6 +1,6 @@
-"""The paper's published numbers (shared/paper/values/), for side-by-side comparison.
+"""The paper's published numbers (data/paper_values/), for side-by-side comparison.
 
-Found beside the repository by default (`<repo>/../shared/paper/values`); `--paper-values`
+Read from data/paper_values/ by default; `--paper-values`
 points elsewhere. When they are not there, tables are built without the comparison.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DIR = REPO.parent / "shared" / "paper" / "values"
+DEFAULT_DIR = REPO / "data" / "paper_values"
 
 
 class PaperValues:

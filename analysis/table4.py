@@ -25,9 +25,10 @@ METRICS = {"nss": ("NSS (higher is better)", True), "kl": ("KL divergence (lower
            "sauc": ("Shuffled AUC (higher is better)", True)}
 BASELINE_MAPS = {"center": "Center prior †", "uniform": "Uniform †"}
 HEAD_GAMES = ["breakout", "mspacman", "spaceinvaders", "enduro", "seaquest"]  # BeamRider is not in Atari-HEAD
-SETTINGS = ["resolution", "alignment"]
+SETTINGS = ["preset", "resolution", "alignment"]
 DIGITS = 3
-STAT_COLUMNS = ["metric", "resolution", "alignment", "game", "row", "map", "mean", "std", "n", "n_kind", "expected_seeds"]
+STAT_COLUMNS = ["metric", "preset", "resolution", "alignment", "game", "row", "map", "mean", "std", "n", "n_kind",
+                "expected_seeds"]
 
 
 def seed_values(rows: pd.DataFrame) -> pd.DataFrame:
@@ -41,14 +42,15 @@ def model_stats(rows: pd.DataFrame, grid: Grid, games: list[str], models: list[s
     per_seed = seed_values(rows[rows["map"] == "model"])
     combos = per_seed[SETTINGS].drop_duplicates().itertuples(index=False) if len(per_seed) else []
     out = []
-    for resolution, alignment in combos:
+    for preset, resolution, alignment in combos:
         for metric in METRICS:
-            part = per_seed[(per_seed.resolution == resolution) & (per_seed.alignment == alignment) & (per_seed.metric == metric)]
+            part = per_seed[(per_seed.preset == preset) & (per_seed.resolution == resolution)
+                            & (per_seed.alignment == alignment) & (per_seed.metric == metric)]
             groups = dict(tuple(part.groupby(["game", "model"])["value"])) if len(part) else {}
             for game in games:
                 for model in models:
                     mean, std, n = mean_std(groups.get((game, model), []))
-                    out.append({"metric": metric, "resolution": resolution, "alignment": alignment, "game": game,
+                    out.append({"metric": metric, "preset": preset, "resolution": resolution, "alignment": alignment, "game": game,
                                 "row": model, "map": "model", "mean": mean, "std": std, "n": n, "n_kind": "seeds",
                                 "expected_seeds": grid.n_seeds})
     return pd.DataFrame(out, columns=STAT_COLUMNS)
@@ -57,12 +59,12 @@ def model_stats(rows: pd.DataFrame, grid: Grid, games: list[str], models: list[s
 def baseline_stats(rows: pd.DataFrame, games: list[str]) -> pd.DataFrame:
     base = rows[rows["map"].isin(list(BASELINE_MAPS))].drop_duplicates(["game", "trial", "map", *SETTINGS])
     out = []
-    for (game, map_, resolution, alignment), part in base.groupby(["game", "map", *SETTINGS]):
+    for (game, map_, preset, resolution, alignment), part in base.groupby(["game", "map", *SETTINGS]):
         if game not in games:
             continue
         for metric in METRICS:
             mean, std, n = mean_std(part[metric])
-            out.append({"metric": metric, "resolution": resolution, "alignment": alignment, "game": game,
+            out.append({"metric": metric, "preset": preset, "resolution": resolution, "alignment": alignment, "game": game,
                         "row": map_, "map": map_, "mean": mean, "std": std, "n": n, "n_kind": "trials",
                         "expected_seeds": math.nan})
     return pd.DataFrame(out, columns=STAT_COLUMNS)
@@ -101,7 +103,11 @@ def section(ours: dict, paper: dict, metric: str, games: list[str], models: list
     return table
 
 
-def build(source, grid: Grid, paper: PaperValues, resolution: str = "210x160", alignment: str = "spec") -> Artefact | None:
+def build(source, grid: Grid, paper: PaperValues, resolution: str = "210x160", alignment: str | None = None,
+          preset: str = "spec") -> Artefact | None:
+    """Table 4 of one preset (spec: docs/protocol.md; paper: the authors' computation), at one
+    resolution and frame alignment (default: the preset's own, spec or paper)."""
+    alignment = alignment or ("paper" if preset == "paper" else "spec")
     rows = grid.restrict(source.saliency())
     games = order_games({g for g in grid.games if g in HEAD_GAMES} | set(rows["game"]))
     models = order_models({m for m in grid.models if has_attention(m)} | set(rows.loc[rows["map"] == "model", "model"]))
@@ -111,20 +117,25 @@ def build(source, grid: Grid, paper: PaperValues, resolution: str = "210x160", a
     stats = with_paper(pd.concat([model_stats(rows, grid, games, models), baseline_stats(rows, games)],
                                  ignore_index=True), published)
 
-    chosen = stats[(stats.resolution == resolution) & (stats.alignment == alignment) & (stats.n > 0)] if len(stats) else stats
+    chosen = stats[(stats.preset == preset) & (stats.resolution == resolution) & (stats.alignment == alignment)
+                   & (stats.n > 0)] if len(stats) else stats
     ours = {(r.metric, r.row, r.game): {"mean": r.mean, "std": r.std, "n": r.n} for r in chosen.itertuples()}
     theirs = {} if published is None else {
         (r.metric, r.model, r.game): (r.mean, r.std) for r in published.itertuples()
         if r.game in games and (r.model in models or r.model in BASELINE_MAPS)}
     sections = [(METRICS[m][0], section(ours, theirs, m, games, models, grid)) for m in METRICS]
 
-    selected = rows[(rows["map"] == "model") & (rows.resolution == resolution) & (rows.alignment == alignment)]
+    selected = rows[(rows["map"] == "model") & (rows.preset == preset) & (rows.resolution == resolution)
+                    & (rows.alignment == alignment)]
     selected = selected[selected[list(METRICS)].notna().any(axis=1)]
     have = {(g, m, int(s)) for g, m, s in selected[["game", "model", "seed"]].drop_duplicates().itertuples(index=False)}
-    found = sorted({f"{r}/{a}" for r, a in rows[SETTINGS].drop_duplicates().itertuples(index=False)})
+    found = sorted({f"{p}/{r}/{a}" for p, r, a in rows[SETTINGS].drop_duplicates().itertuples(index=False)})
+    how = ("the protocol of docs/protocol.md" if preset == "spec" else
+           "the authors' computation (their alignment, zero-filled first stack, maps over each trial's maximum, "
+           "reflect upscale, no highscore trials)" if preset == "paper" else f"atari_head.preset={preset}")
     notes = [
-        f"Maps at {resolution}, {'SPEC §7' if alignment == 'spec' else repr(alignment)} frame alignment "
-        f"(--resolution, --alignment; found: {', '.join(found) or 'none'}); table4.csv holds every setting.",
+        f"Preset {preset}: {how}. Maps at {resolution}, {alignment!r} frame alignment "
+        f"(--preset, --resolution, --alignment; found: {', '.join(found) or 'none'}); table4.csv holds every setting.",
         "A seed's value is the mean over its Atari-HEAD trials; a cell is mean ± std over seeds; "
         "best model per game in bold (highest NSS and sAUC, lowest KL).",
         "† model-free maps: mean ± std over the game's trials, not seeds.",

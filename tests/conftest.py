@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths of the repo and of the shared folder beside it."""
+"""Shared test fixtures: the repository and the data it ships (data/)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+ATARI_HEAD_SAMPLE = REPO / "data" / "atari_head_sample"
 PYTHON = sys.executable
 
 # Tests never talk to W&B's servers and never prompt.
@@ -23,12 +23,6 @@ def repo() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is not there (clone the repo beside shared/)")
-    return SHARED
-
-
-@pytest.fixture(scope="session")
-def atari_head_sample(shared: Path) -> Path:
-    return shared / "atari_head_sample"
+def atari_head_sample() -> Path:
+    """The real Atari-HEAD excerpt the repository ships (data/atari_head_sample/PROVENANCE.md)."""
+    return ATARI_HEAD_SAMPLE

@@ -32,9 +32,9 @@ from fls.evaluation import GAME_COLUMNS, evaluate_cell, summarize, write_results
 from fls.rundir import CellDir, RunLayout
 from fls.train_log import COLUMNS, X_AXIS, MetricsCSV
 
-from conftest import PYTHON, REPO, SHARED
+from conftest import PYTHON, REPO
 
-PAPER_VALUES = SHARED / "paper" / "values"
+PAPER_VALUES = REPO / "data" / "paper_values"
 FRAMES_PER_UPDATE = 1024
 
 # SPEC.md §1: parameters with 4 actions; 6, 9 and 18 actions add 1,026, 2,565 and 7,182
@@ -268,7 +268,7 @@ def independent_table4(metric: str, game: str, model: str, resolution="210x160",
     return np.mean(per_seed), np.std(per_seed), len(per_seed)
 
 
-def test_table4_means_trials_per_seed_then_seeds_beside_the_paper(syn, shared):
+def test_table4_means_trials_per_seed_then_seeds_beside_the_paper(syn):
     source, grid = syn
     artefact = table4.build(source, grid, PaperValues(PAPER_VALUES))
     data = artefact.data

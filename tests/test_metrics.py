@@ -338,3 +338,29 @@ def test_shuffled_auc_at_full_size_is_the_authors_procedure():
     labels = np.r_[np.zeros(n), np.ones(n)]
     expected = np.mean([roc_auc_score(labels, np.r_[norm[d], positives]) for d in drawn])
     assert shuffled_auc(s, f, other, n_splits=6, seed=42) == pytest.approx(expected, rel=1e-12)
+
+
+def test_reflect_upscale_is_the_authors_resize_and_differs_from_edge_only_at_the_border():
+    """skimage.transform.resize(order=1, mode="reflect"): pixel centres at half-integers, the
+    map mirrored about its outer pixel centres (numpy.pad's 'reflect'). Written out here."""
+    from fls.metrics import upscale_saliency
+
+    rng = np.random.default_rng(0)
+    small = rng.random((84, 84))
+
+    def axis_weights(n_out: int, n_in: int) -> np.ndarray:
+        w = np.zeros((n_out, n_in))
+        for i in range(n_out):
+            u = (i + 0.5) * n_in / n_out - 0.5
+            u = -u if u < 0 else (2 * (n_in - 1) - u if u > n_in - 1 else u)
+            lo = min(int(np.floor(u)), n_in - 2)
+            w[i, lo], w[i, lo + 1] = 1 - (u - lo), u - lo
+        return w
+
+    expected = axis_weights(210, 84) @ small @ axis_weights(160, 84).T
+    reflect = upscale_saliency(small, (210, 160), mode="reflect")
+    np.testing.assert_allclose(reflect, expected, rtol=1e-12, atol=1e-12)
+    edge = upscale_saliency(small, (210, 160), mode="edge")
+    differs = ~np.isclose(reflect, edge, rtol=1e-6, atol=1e-9)
+    assert differs[[0, 1, -2, -1]].any() and differs[:, [0, 1, -2, -1]].any()
+    assert not differs[2:-2, 2:-2].any()  # interior: the same bilinear weights

@@ -17,6 +17,7 @@ from analysis.load import TRIAL_COLUMNS
 from fls.atari_head import AtariHead
 from fls.evaluation import load_policy_model
 from fls.gaze import RAW_SHAPE, fixation_map, play_trial
+from fls.gaze import processed_indices
 from fls.metrics import center_bias, kl_divergence, nss, upscale_saliency
 from fls.rundir import RunLayout
 
@@ -117,7 +118,7 @@ def test_reruns_are_cached_and_other_settings_add_rows(scored: Path, atari_head_
     paper = trials[(trials["alignment"] == "paper") & (trials["map"] == "model") & (trials["resolution"] == "210x160")].iloc[0]
     assert paper["frames"] == 100 and paper["nss_frames"] == 99  # the authors' indexing: no gaze for frame 0
     # the same request again computes nothing: every file of the request is cached
-    mtimes = {p: p.stat().st_mtime_ns for p in (target.saliency_dir / "frames").iterdir()}
+    mtimes = {p: p.stat().st_mtime_ns for p in target.saliency_frames_dir().glob("*/*.parquet")}
     res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "atari_head.resolutions=[210x160,84x84]",
                       "atari_head.frame_alignments=[spec,paper]")
     assert res.returncode == 0 and "; 2 cached" in res.stdout  # 2 alignments of 1 trial, both cached
@@ -192,5 +193,68 @@ def test_a_broken_archive_fails_cleanly_and_keeps_earlier_results(tmp_path: Path
     lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and archive.name in lines[0], res.stderr
     assert target.saliency_trials.read_bytes() == good
-    frame_files = list((target.saliency_dir / "frames").iterdir())
-    assert [p.name for p in frame_files] == [f"trial_{TRIAL}_spec_210x160.parquet"]  # no temporary files left
+    frame_files = [p.relative_to(target.saliency_frames_dir()) for p in target.saliency_frames_dir().rglob("*") if p.is_file()]
+    assert frame_files == [Path("spec", f"trial_{TRIAL}_spec_210x160.parquet")]  # no temporary files left
+
+
+# The authors' computation: atari_head=paper
+
+def paper_release(atari_head_sample: Path, tmp_path: Path) -> Path:
+    """The real sample trial as a regular trial of a v4 download (the release the paper used
+    had it among the regular ones), beside a generated later highscore trial."""
+    from test_atari_head import v4_row, write_trial, write_v4_meta
+
+    root = tmp_path / "atari_head"
+    place = root / "ms_pacman"
+    place.mkdir(parents=True)
+    for f in (atari_head_sample / "ms_pacman" / "highscore").iterdir():
+        shutil.copy(f, place / f.name)
+    write_v4_meta(root, [v4_row("ms_pacman", TRIAL), v4_row("ms_pacman_highscore", 8)])
+    write_trial(place / "highscore", 8, n=12)
+    return root
+
+
+def test_paper_preset_reproduces_the_authors_computation(trained: Path, atari_head_sample: Path, tmp_path: Path):
+    root = paper_release(atari_head_sample, tmp_path)
+    res = metrics_cli(trained, root, "model=sparse_fls", "atari_head=paper")
+    assert res.returncode == 0, res.stderr[-2000:]
+    target = cell(trained)
+    trials = pd.read_csv(target.saliency_trials)
+    paper = trials[trials["preset"] == "paper"]
+    # the highscore trial (a later recording) is left out; their alignment is used
+    assert set(paper["trial"]) == {TRIAL} and set(paper["alignment"]) == {"paper"}
+    frames = pd.read_parquet(target.saliency_frames(TRIAL, "paper", "210x160", preset="paper"))
+    model_rows = frames[frames["map"] == "model"].set_index("frame")
+
+    # by hand: paper alignment, zero-filled first stack, maps over the trial's maximum,
+    # reflect upscale (scipy's zoom, as skimage's resize(order=1, mode="reflect"))
+    from scipy import ndimage
+
+    model, _ = load_policy_model(target, torch.device("cpu"))
+    trial = AtariHead(root).load(TRIAL)
+    stacks = list(play_trial(trial, frame_alignment="paper", stack_fill="zeros"))
+    assert stacks[0].stack[:3].max() == 0  # zeros, then the first frame
+    with torch.no_grad():
+        maps = model.saliency(torch.from_numpy(np.stack([f.stack for f in stacks]))).numpy().astype(np.float64)
+    maps /= maps.max()
+    for f, saliency in zip(stacks, maps):
+        if f.index not in (4, 200, 392) or not len(f.gaze):
+            continue
+        big = ndimage.zoom(saliency, (210 / 84, 160 / 84), order=1, mode="mirror", grid_mode=True)
+        fixations = fixation_map(f.gaze, RAW_SHAPE)
+        assert model_rows.loc[f.index, "nss"] == pytest.approx(nss(big, fixations), rel=1e-4)
+        assert model_rows.loc[f.index, "kl"] == pytest.approx(kl_divergence(big, fixations, sigma=5.0), rel=1e-4)
+    assert len(model_rows) == len(processed_indices(len(trial), "paper"))
+    # the preset's rows sit beside the default's: Table 4 shows one preset and says which
+    res = subprocess.run([PYTHON, "-m", "analysis", "table4", "--study", "smoke", "--run-root", str(trained),
+                          "--preset", "paper"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Preset paper: the authors' computation" in res.stdout
+
+
+def test_paper_preset_on_the_bundled_sample_has_no_trial_and_says_why(trained: Path, atari_head_sample: Path):
+    # the bundled trial is a v4 highscore recording, which the paper's release did not have
+    res = metrics_cli(trained, atari_head_sample, "model=sparse_fls", "atari_head=paper")
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "highscore" in lines[0], res.stderr

@@ -176,15 +176,28 @@ def pick_other_frames(
     return picks + (picks >= frames[:, None])
 
 
-def upscale_saliency(saliency: np.ndarray, shape: tuple[int, int] = (210, 160)) -> np.ndarray:
-    """Bilinear resize of a saliency map (84 x 84) to `shape` (210 x 160 raw frames, SPEC §3).
+UPSCALE_MODES = ("edge", "reflect")
 
-    cv2.resize with INTER_LINEAR on float64: pixel centres at half-integers, the convention
-    of torch's interpolate(mode="bilinear", align_corners=False) and of the
-    skimage.transform.resize(order=1) the authors used; edges repeat the border pixel.
+
+def upscale_saliency(saliency: np.ndarray, shape: tuple[int, int] = (210, 160), mode: str = "edge") -> np.ndarray:
+    """Bilinear resize of a saliency map (84 x 84) to `shape` (210 x 160 raw frames).
+
+    Pixel centres at half-integers (torch's interpolate(mode="bilinear", align_corners=False)
+    and skimage.transform.resize(order=1) share the convention). Outside the outer pixel
+    centres, `edge` repeats the border pixel (cv2.resize INTER_LINEAR, the default), and
+    `reflect` mirrors the map about its edge, as the authors' skimage.transform.resize(order=1,
+    mode="reflect") does; scipy's ndimage.zoom(order=1, mode="mirror", grid_mode=True) is that
+    same computation. Only the border rows and columns differ between the two.
     """
     saliency = np.asarray(saliency, dtype=np.float64)
-    return cv2.resize(saliency, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    if mode == "edge":
+        return cv2.resize(saliency, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    if mode == "reflect":
+        from scipy import ndimage
+
+        zoom = (shape[0] / saliency.shape[0], shape[1] / saliency.shape[1])
+        return ndimage.zoom(saliency, zoom, order=1, mode="mirror", grid_mode=True)
+    raise ValueError(f"mode={mode!r}: expected one of {UPSCALE_MODES}")
 
 
 def center_bias(shape: tuple[int, int] = (210, 160), sigma: float = 0.25) -> np.ndarray:

@@ -14,7 +14,8 @@ so a re-run or a requeued job lands in its own work:
         eval/<eval_game>/     games.parquet (one row per game), summary.json;
                               previous/<time>/: evaluations with other settings, kept
         video/<eval_game>/    MP4s and contact sheets
-        saliency/             Atari-HEAD metrics: trials.csv (per trial), frames/ (per frame)
+        saliency/             Atari-HEAD metrics: trials.csv (per trial and preset),
+                              frames/<preset>/ (per frame)
 
 Files that mark a result as finished are written atomically (temporary file, then
 rename), so an interrupted writer never leaves a half-written result that looks done.
@@ -150,9 +151,13 @@ class CellDir:
         """One row per (trial, map, resolution, alignment): metrics averaged over defined frames."""
         return self.saliency_dir / "trials.csv"
 
-    def saliency_frames(self, trial: int, alignment: str, resolution: str) -> Path:
-        """Per-frame metrics of every map on one trial, at one frame alignment and resolution."""
-        return self.saliency_dir / "frames" / f"trial_{trial}_{alignment}_{resolution}.parquet"
+    def saliency_frames_dir(self) -> Path:
+        return self.saliency_dir / "frames"
+
+    def saliency_frames(self, trial: int, alignment: str, resolution: str, preset: str = "spec") -> Path:
+        """Per-frame metrics of every map on one trial, at one frame alignment and resolution,
+        under one preset of the metric settings (atari_head=spec or paper)."""
+        return self.saliency_frames_dir() / preset / f"trial_{trial}_{alignment}_{resolution}.parquet"
 
     # Status
     def status(self) -> dict[str, Any]:
@@ -256,11 +261,22 @@ def _cell_path_resolver(run_root: str, study: str, game: str, model: str, seed: 
     return str(CellDir(run_root, Cell(study, game, model, seed)).path.absolute())
 
 
+# The checkout itself: where the data it ships lives (data/), whatever the working directory.
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _repo_path_resolver(relative: str) -> str:
+    """OmegaConf resolver `${repo_path:data/...}`: a file the repository ships, absolute."""
+    return str(REPO / relative)
+
+
 def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("cell_dir"):
         OmegaConf.register_new_resolver("cell_dir", _cell_path_resolver)
+    if not OmegaConf.has_resolver("repo_path"):
+        OmegaConf.register_new_resolver("repo_path", _repo_path_resolver)
 
 
 register_resolvers()

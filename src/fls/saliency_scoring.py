@@ -38,16 +38,19 @@ from fls.atari_head import GAMES, NOT_RECORDED, AtariHead, AtariHeadError, Trial
 from fls.config import ConfigError, as_int, check_seed, resolve_device
 from fls.evaluation import load_policy_model, trained_cell_or_none
 from fls.gaze import ALIGNMENTS, PROCESSED_SHAPE, RAW_SHAPE, STACK_FILLS, fixation_map, play_trial, processed_indices
-from fls.metrics import center_bias, kl_divergence, nss, pick_other_frames, shuffled_auc, uniform, upscale_saliency
+from fls.metrics import (UPSCALE_MODES, center_bias, kl_divergence, nss, pick_other_frames, shuffled_auc, uniform,
+                         upscale_saliency)
 from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 RESOLUTIONS = {"210x160": RAW_SHAPE, "84x84": PROCESSED_SHAPE}
 BASELINES = ("center", "uniform")
+NORMALIZATIONS = ("none", "trial_max")
+PRESET = __import__("re").compile(r"^[a-z0-9_]+$")
 METRICS = ("nss", "kl", "sauc")
-FRAME_COLUMNS = ["trial", "frame", "map", "resolution", "alignment", "gaze_points", *METRICS]
-TRIAL_COLUMNS = ["trial", "map", "resolution", "alignment", *METRICS, *(f"{m}_frames" for m in METRICS),
+FRAME_COLUMNS = ["trial", "frame", "map", "preset", "resolution", "alignment", "gaze_points", *METRICS]
+TRIAL_COLUMNS = ["trial", "map", "preset", "resolution", "alignment", *METRICS, *(f"{m}_frames" for m in METRICS),
                  "frames", "checkpoint_global_step"]
 KEY_FIELD = b"fls_saliency_key"
 
@@ -93,6 +96,14 @@ def check_metrics_config(cfg: DictConfig) -> None:
     ah = cfg.atari_head
     _names("atari_head.resolutions", ah.resolutions, list(RESOLUTIONS))
     _names("atari_head.frame_alignments", ah.frame_alignments, ALIGNMENTS)
+    if not isinstance(ah.preset, str) or not PRESET.match(ah.preset):
+        raise ConfigError(f"atari_head.preset={ah.preset}: expected a name of lower-case letters, digits and '_'")
+    if ah.normalize not in NORMALIZATIONS:
+        raise ConfigError(f"atari_head.normalize={ah.normalize}: expected one of {', '.join(NORMALIZATIONS)}")
+    if ah.upscale not in UPSCALE_MODES:
+        raise ConfigError(f"atari_head.upscale={ah.upscale}: expected one of {', '.join(UPSCALE_MODES)}")
+    if not isinstance(ah.highscore_trials, bool):
+        raise ConfigError(f"atari_head.highscore_trials={ah.highscore_trials}: expected true or false")
     if ah.stack_fill not in STACK_FILLS:
         raise ConfigError(f"atari_head.stack_fill={ah.stack_fill}: expected one of {', '.join(STACK_FILLS)}")
     if ah.baselines:
@@ -123,7 +134,11 @@ def check_metrics_config(cfg: DictConfig) -> None:
 class Settings:
     """What a number depends on besides the checkpoint, trial, alignment and resolution."""
 
+    preset: str
     stack_fill: str
+    normalize: str
+    upscale: str
+    highscore_trials: bool
     kl_sigma: dict[str, float]
     sauc_other_frames: int
     sauc_splits: int
@@ -134,7 +149,11 @@ class Settings:
     @classmethod
     def from_config(cls, ah: DictConfig) -> Settings:
         return cls(
+            preset=str(ah.preset),
             stack_fill=str(ah.stack_fill),
+            normalize=str(ah.normalize),
+            upscale=str(ah.upscale),
+            highscore_trials=bool(ah.highscore_trials),
             kl_sigma={res: float(ah[f"kl_sigma_{res}"]) for res in RESOLUTIONS},
             sauc_other_frames=int(ah.sauc_other_frames),
             sauc_splits=int(ah.sauc_splits),
@@ -184,6 +203,11 @@ def play(trial: Trial, alignment: str, settings: Settings, model: torch.nn.Modul
             flush()
     flush()
     saliency = np.concatenate(maps) if model is not None and maps else None
+    if saliency is not None and settings.normalize == "trial_max":
+        # the authors' render_attention: every map of the trial over the trial's largest value
+        peak = float(saliency.max())
+        if peak > 0:
+            saliency = saliency / peak
     return PlayedTrial(np.asarray(indices), gaze, saliency)
 
 
@@ -223,7 +247,7 @@ def score_trial(played: PlayedTrial, trial_id: int, alignment: str, resolution: 
                 saliency_of = played.saliency.__getitem__
             else:
                 def saliency_of(k: int) -> np.ndarray:
-                    return upscale_saliency(played.saliency[k], shape)
+                    return upscale_saliency(played.saliency[k], shape, mode=settings.upscale)
         else:
             constant = center_bias(shape, settings.center_sigma) if name == "center" else uniform(shape)
 
@@ -231,7 +255,7 @@ def score_trial(played: PlayedTrial, trial_id: int, alignment: str, resolution: 
                 return constant
         scores = score_frames(saliency_of, played.gaze, shape, settings.kl_sigma[resolution], settings)
         rows.append(pd.DataFrame({
-            "trial": trial_id, "frame": played.indices, "map": name, "resolution": resolution,
+            "trial": trial_id, "frame": played.indices, "map": name, "preset": settings.preset, "resolution": resolution,
             "alignment": alignment, "gaze_points": [len(g) for g in played.gaze], **scores,
         }))
     return pd.concat(rows, ignore_index=True)[FRAME_COLUMNS]
@@ -239,8 +263,8 @@ def score_trial(played: PlayedTrial, trial_id: int, alignment: str, resolution: 
 
 def summarize_trial(frames: pd.DataFrame, checkpoint_global_step: int | None) -> pd.DataFrame:
     rows = []
-    for (trial, name, resolution, alignment), part in frames.groupby(["trial", "map", "resolution", "alignment"], sort=False):
-        row = {"trial": trial, "map": name, "resolution": resolution, "alignment": alignment}
+    for (trial, name, preset, resolution, alignment), part in frames.groupby(["trial", "map", "preset", "resolution", "alignment"], sort=False):
+        row = {"trial": trial, "map": name, "preset": preset, "resolution": resolution, "alignment": alignment}
         for m in METRICS:
             values = part[m].dropna()
             row[m] = float(values.mean()) if len(values) else np.nan
@@ -273,12 +297,23 @@ def read_key(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def belongs(file_key: dict[str, Any] | None, key: dict[str, Any]) -> bool:
+    """Whether a per-frame file counts in trials.csv: computed under the current key, or,
+    for another preset (its own folder), on the same checkpoint with the same maps."""
+    if file_key is None:
+        return False
+    if file_key.get("preset") == key["preset"]:
+        return file_key == key
+    return (file_key.get("checkpoint_global_step"), file_key.get("maps")) == (key["checkpoint_global_step"], key["maps"])
+
+
 def rebuild_trials(cell: CellDir, key: dict[str, Any]) -> pd.DataFrame:
-    """trials.csv from every per-frame file of the current key, in a stable order."""
-    parts = [pd.read_parquet(p) for p in sorted((cell.saliency_dir / "frames").glob("trial_*.parquet")) if read_key(p) == key]
+    """trials.csv from the per-frame files of every preset (see `belongs`), in a stable order."""
+    files = sorted(cell.saliency_frames_dir().glob("*/trial_*.parquet"))
+    parts = [pd.read_parquet(p) for p in files if belongs(read_key(p), key)]
     frames = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FRAME_COLUMNS)
     trials = summarize_trial(frames, key["checkpoint_global_step"])
-    trials = trials.sort_values(["resolution", "alignment", "trial", "map"], kind="stable", ignore_index=True)
+    trials = trials.sort_values(["preset", "resolution", "alignment", "trial", "map"], kind="stable", ignore_index=True)
     atomic_write_text(cell.saliency_trials, trials.to_csv(index=False, float_format="%.6g"))
     return trials
 
@@ -288,13 +323,16 @@ def rebuild_trials(cell: CellDir, key: dict[str, Any]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------
 
 
-def select_trials(dataset: AtariHead, game: str, wanted: Any) -> list[TrialInfo]:
-    """The trials to score: `atari_head.trials` (ids), or every trial of the game on disk."""
+def select_trials(dataset: AtariHead, game: str, wanted: Any, highscore_trials: bool = True) -> list[TrialInfo]:
+    """The trials to score: `atari_head.trials` (ids), or every trial of the game on disk
+    (without the v4 release's later best-player recordings when highscore_trials is false)."""
     key = atari_head_game(game)
-    found = dataset.trials(game)
+    every = dataset.trials(game)
+    found = [t for t in every if highscore_trials or not t.highscore]
     if wanted is None:
         if not found:
-            raise ConfigError(f"atari_head.root={dataset.root}: no {key} trials there (game={game})")
+            left_out = f" besides {len(every)} highscore trial(s), which atari_head.highscore_trials=false leaves out" if every else ""
+            raise ConfigError(f"atari_head.root={dataset.root}: no {key} trials there (game={game}){left_out}")
         return found
     ids = [int(t) for t in ([wanted] if isinstance(wanted, (int, str)) else wanted)]
     infos = []
@@ -305,6 +343,8 @@ def select_trials(dataset: AtariHead, game: str, wanted: Any) -> list[TrialInfo]
             raise ConfigError(f"atari_head.trials={trial_id}: {e}") from None
         if info.game != key:
             raise ConfigError(f"atari_head.trials={trial_id}: a {info.game} trial, but the cell plays {game}")
+        if info.highscore and not highscore_trials:
+            raise ConfigError(f"atari_head.trials={trial_id}: a highscore trial, which atari_head.highscore_trials=false leaves out")
         infos.append(info)
     return infos
 
@@ -327,12 +367,12 @@ def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
     resolutions = _names("atari_head.resolutions", ah.resolutions, list(RESOLUTIONS))
     alignments = _names("atari_head.frame_alignments", ah.frame_alignments, ALIGNMENTS)
     dataset = open_dataset(cfg)
-    infos = select_trials(dataset, cfg.game.name, ah.trials)
+    infos = select_trials(dataset, cfg.game.name, ah.trials, settings.highscore_trials)
 
     todo = []
     for info in infos:
         for alignment in alignments:
-            paths = {res: cell.saliency_frames(info.trial_id, alignment, res) for res in resolutions}
+            paths = {res: cell.saliency_frames(info.trial_id, alignment, res, settings.preset) for res in resolutions}
             stale = {res: p for res, p in paths.items() if ah.overwrite or read_key(p) != key}
             if stale:
                 todo.append((info, alignment, stale))
