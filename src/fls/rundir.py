@@ -29,6 +29,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,26 @@ NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 # Beside multirun.yaml in a study's (= sweep's) directory: the cluster launchers' job records.
 JOBS_FILE = "jobs.jsonl"
 
-# Cell states written to status.json by the trainer.
-RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
+class CellState(str, Enum):
+    """The one vocabulary of a cell's state. The trainer writes the first four to
+    status.json; the others are what sweep-status and analysis can tell from outside:
+    queued (its job waits), resumable (stopped with a checkpoint to go on from), not
+    started (no status yet). Members are str, so they compare equal to what status.json holds."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    QUEUED = "queued"
+    RESUMABLE = "resumable"
+    NOT_STARTED = "not started"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# The states the trainer writes, by name.
+RUNNING, DONE, FAILED, INTERRUPTED = CellState.RUNNING, CellState.DONE, CellState.FAILED, CellState.INTERRUPTED
 
 
 @dataclass(frozen=True, order=True)
