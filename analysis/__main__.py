@@ -19,7 +19,8 @@ from pathlib import Path
 
 from analysis import fig3, table2, table3, table4, table5
 from analysis.grid import Grid
-from analysis.load import SourceError, open_source
+from analysis.load import SourceError
+from analysis.sources import open_source
 from analysis.paper import DEFAULT_DIR, PaperValues
 from analysis.render import markdown, write_figure, write_table
 from fls.rundir import RunLayout

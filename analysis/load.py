@@ -119,14 +119,6 @@ class FileSource:
             frames.append(_with_keys(games, cell).assign(eval_game=target, backend=backend))
         return _concat(frames, GAME_COLUMNS)
 
-    def eval_summaries(self, eval_game: str | None = None) -> dict[tuple[str, str, int], dict]:
-        out = {}
-        for cell in self._cells():
-            path = cell.eval_summary(eval_game or cell.cell.game)
-            if path.exists():
-                out[(cell.cell.game, cell.cell.model, cell.cell.seed)] = json.loads(path.read_text())
-        return out
-
     def saliency(self) -> pd.DataFrame:
         frames = []
         for cell in self._cells():
@@ -141,14 +133,3 @@ class FileSource:
                 trials["preset"] = "spec"
             frames.append(_with_keys(trials.reindex(columns=TRIAL_COLUMNS), cell))
         return _concat(frames, SALIENCY_COLUMNS)
-
-
-def open_source(spec: str, run_root: Path | str, study: str):
-    """`files` (the default) or `wandb:<entity>/<project>`."""
-    if spec in (None, "", "files"):
-        return FileSource(run_root, study)
-    if spec.startswith("wandb:"):
-        from analysis.wandb_source import WandbSource
-
-        return WandbSource(spec.removeprefix("wandb:"), study, files=FileSource(run_root, study))
-    raise ValueError(f"--source {spec!r}: expected 'files' or 'wandb:<entity>/<project>'")

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 
 from analysis.render import Artefact, fmt_number
 from analysis.style import game_label, order_games
-from fls.config import CONF_DIR
+from fls.config import group_options, load_group
 from fls.models import MODELS, build_model, count_parameters
 
 BASELINE = "nature_cnn"  # the paper's "% of [24]" column
@@ -22,8 +21,8 @@ BASELINE = "nature_cnn"  # the paper's "% of [24]" column
 def games_by_action_count() -> dict[int, list[str]]:
     """Action count -> games with that many actions; BreakoutInfinite is Breakout's count."""
     counts: dict[int, list[str]] = {4: []}
-    for path in sorted((CONF_DIR / "game").glob("*.yaml")):
-        game = OmegaConf.load(path)
+    for name in group_options("game"):
+        game = load_group("game", name)
         if not game.get("infinite", False):
             counts.setdefault(int(game.num_actions), []).append(str(game.name))
     return {n: order_games(g) for n, g in sorted(counts.items())}

@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
+
+from fls.config import group_options, load_group
+from fls.rundir import RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "learning"
@@ -78,8 +80,7 @@ def ours_command(col: Column, game: str, seed: int, steps: int, run_root: Path) 
 def ours_curve(run_root: Path, col: Column, game: str, seed: int) -> list[tuple[int, float]]:
     import pandas as pd
 
-    metrics = run_root / f"learning_{col.name}" / game / "nature_cnn" / f"seed_{seed}" / "metrics.csv"
-    rows = pd.read_csv(metrics)
+    rows = pd.read_csv(RunLayout(run_root).cell(f"learning_{col.name}", game, "nature_cnn", seed).metrics)
     return [(int(s), float(r)) for s, r in zip(rows["global_step"], rows["charts/eprewmean"])]
 
 
@@ -224,9 +225,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT.relative_to(REPO)})")
     args = p.parse_args(argv)
     errors = []
-    if not (REPO / "conf" / "game" / f"{args.game}.yaml").exists():
-        names = sorted(f.stem for f in (REPO / "conf" / "game").glob("*.yaml"))
-        errors.append(f"--game {args.game}: expected one of {', '.join(names)}")
+    if args.game not in group_options("game"):
+        errors.append(f"--game {args.game}: expected one of {', '.join(group_options('game'))}")
     if args.seeds < 1 or args.steps < 8 * 128 or args.jobs < 1:
         errors.append("--seeds and --jobs must be >= 1, --steps >= 1024 (one rollout)")
     if args.cleanrl is not None and not (args.cleanrl / "cleanrl" / "ppo_atari.py").is_file():
@@ -242,7 +242,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    game_cfg = OmegaConf.load(REPO / "conf" / "game" / f"{args.game}.yaml")
+    game_cfg = load_group("game", args.game)
     seeds = list(range(1, args.seeds + 1))
     run_root = args.out / "runs"
     columns = [Column("ours", "ours")]

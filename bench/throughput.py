@@ -21,19 +21,20 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-from omegaconf import OmegaConf
 
+from fls.config import load_group
+from fls.rundir import RunLayout
 from fls.envs import EpisodicLife, FireReset, MaxAndSkip, NoopReset, make_vec_env
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def game_cfg(game: str = "breakout"):
-    return OmegaConf.load(REPO / "conf" / "game" / f"{game}.yaml")
+    return load_group("game", game)
 
 
 def env_sps(backend: str, num_envs: int, steps: int, game: str = "breakout") -> float:
-    env_cfg = OmegaConf.load(REPO / "conf" / "env" / "atari.yaml")
+    env_cfg = load_group("env", "atari")
     env_cfg.backend = backend
     rng = np.random.default_rng(0)
     with make_vec_env(game_cfg(game), env_cfg, num_envs) as envs:
@@ -84,13 +85,13 @@ def trainer_sps(num_envs: int, updates: int, *overrides: str, model: str = "spar
     """Steady-state SPS of src/train.py over updates 2..updates+1."""
     with tempfile.TemporaryDirectory() as root:
         steps = num_envs * 128 * (updates + 1)
-        cmd = [sys.executable, "src/train.py", f"run_root={root}", "logger=none", f"game={game}",
-               f"model={model}", f"num_envs={num_envs}", f"total_timesteps={steps}", "checkpoint_every=1000",
-               *overrides]
+        cmd = [sys.executable, "src/train.py", f"run_root={root}", "study=bench", "seed=1", "logger=none",
+               f"game={game}", f"model={model}", f"num_envs={num_envs}", f"total_timesteps={steps}",
+               "checkpoint_every=1000", *overrides]
         res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
-        metrics = next(Path(root).glob("*/*/*/seed_*/metrics.csv"))
+        metrics = RunLayout(root).cell("bench", game, model, 1).metrics
         with metrics.open() as f:
             rows = list(csv.DictReader(f))
     first, last = rows[0], rows[-1]

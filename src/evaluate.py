@@ -17,9 +17,9 @@ from omegaconf import DictConfig
 
 from fls.cell_lifecycle import refuse
 from fls.checkpoint import CheckpointError
-from fls.config import ConfigError
+from fls.errors import ConfigError
 from fls.evaluation import check_eval_config, evaluate_cell
-from fls.rundir import cell_from_config, remove_if_empty
+from fls.rundir import cell_from_config
 
 log = logging.getLogger("evaluate")
 
@@ -34,7 +34,7 @@ def evaluate(cfg: DictConfig):
     else:
         result = evaluate_cell(cfg, cell)
     if result is None:  # nothing to evaluate: leave no empty directory behind
-        remove_if_empty(cell.path, cell.path.parents[3])
+        cell.remove_if_empty()
     return result
 
 

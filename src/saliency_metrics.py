@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 from fls.atari_head import AtariHeadError
 from fls.cell_lifecycle import refuse
 from fls.checkpoint import CheckpointError
-from fls.config import ConfigError
-from fls.rundir import cell_from_config, remove_if_empty
+from fls.errors import ConfigError
+from fls.rundir import cell_from_config
 from fls.saliency_scoring import score_cell
 
 log = logging.getLogger("saliency_metrics")
@@ -35,7 +35,7 @@ def main(cfg: DictConfig):
         refuse(cfg, e)
         return None
     if trials is None:  # nothing to score: leave no empty directory behind
-        remove_if_empty(cell.path, cell.path.parents[3])
+        cell.remove_if_empty()
         return None
     return trials.to_dict("records")
 

@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import fls.rundir  # noqa: F401  (registers ${cell_dir:...})
-from fls.config import ConfigError, check_train_config
+from fls.config import check_train_config
+from fls.errors import ConfigError
 
 from conftest import REPO
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from fls.config import ConfigError
+from fls.errors import ConfigError
 from fls.envs import (
     FrameStacker,
     GymnasiumAtariVec,

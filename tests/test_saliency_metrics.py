@@ -15,7 +15,7 @@ import torch
 
 from analysis.load import TRIAL_COLUMNS
 from fls.atari_head import AtariHead
-from fls.evaluation import load_policy_model
+from fls.trained_cell import load_model
 from fls.gaze import RAW_SHAPE, fixation_map, play_trial
 from fls.gaze import processed_indices
 from fls.metrics import center_bias, kl_divergence, nss, upscale_saliency
@@ -85,7 +85,7 @@ def test_per_frame_results_match_a_direct_computation(scored: Path, atari_head_s
     """The pipeline (preprocessing, model map, upscaling, gaze union) recomputed by hand on a few frames."""
     frames = pd.read_parquet(cell(scored).saliency_frames(TRIAL, "spec", "210x160"))
     assert len(frames) == 300 and frames["frame"].iloc[:100].tolist() == list(range(0, 400, 4))
-    model, _ = load_policy_model(cell(scored), torch.device("cpu"))
+    model = load_model(cell(scored), torch.device("cpu")).model
     trial = AtariHead(atari_head_sample).load(TRIAL)
     played = {f.index: f for f in play_trial(trial) if f.index in (0, 40, 200, 396)}
     center = center_bias(RAW_SHAPE, 0.25)
@@ -230,7 +230,7 @@ def test_paper_preset_reproduces_the_authors_computation(trained: Path, atari_he
     # reflect upscale (scipy's zoom, as skimage's resize(order=1, mode="reflect"))
     from scipy import ndimage
 
-    model, _ = load_policy_model(target, torch.device("cpu"))
+    model = load_model(target, torch.device("cpu")).model
     trial = AtariHead(root).load(TRIAL)
     stacks = list(play_trial(trial, frame_alignment="paper", stack_fill="zeros"))
     assert stacks[0].stack[:3].max() == 0  # zeros, then the first frame

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fls.rundir import RunLayout
-from fls.wandb_offline import find_runs, read_run
+from wandb_offline import find_runs, read_run
 
 from conftest import PYTHON, REPO
 

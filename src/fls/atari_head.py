@@ -75,12 +75,6 @@ def _normalise(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name)
 
 
-def registry_game(dataset_game: str) -> str | None:
-    """Our registry's name for a dataset game name (None for games we do not train on)."""
-    key = _normalise(dataset_game)
-    return key if key in GAMES.values() else None
-
-
 def _check_game(game: str, where: Path) -> str:
     if game in NOT_RECORDED:
         raise AtariHeadError(f"{where}: game={game} is not in Atari-HEAD (it was never recorded)")

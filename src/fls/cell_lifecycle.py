@@ -19,7 +19,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fls.config import ConfigError, check_train_config
+from fls.config import check_train_config
+from fls.errors import ConfigError
 from fls.rundir import CellDir, atomic_write_text, cell_from_config, remove_if_empty
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
+
+from fls.envs import check_env_config
+from fls.errors import ConfigError
 
 # conf/ of this checkout: where evaluation and analysis find game configs by name
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -13,8 +17,19 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 DEVICES = ("auto", "cpu", "cuda")
 
 
-class ConfigError(ValueError):
-    """A config value that cannot run; the message names the key and what is accepted."""
+def group_options(group: str) -> list[str]:
+    """The names of a config group's options (conf/<group>/*.yaml), sorted."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def load_group(group: str, name: str, key: str | None = None) -> Any:
+    """One option of a config group outside a Hydra composition (conf/<group>/<name>.yaml),
+    e.g. load_group("game", "breakout_infinite"); a ConfigError names `key` (default: the
+    group) and the accepted names."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{key or group}={name}: no such {group}; expected one of {', '.join(group_options(group))}")
+    return OmegaConf.load(path)
 
 
 def as_int(key: str, value: Any, *, hint: str = "") -> int:
@@ -71,6 +86,4 @@ def check_train_config(cfg: Any) -> None:
     if as_int("checkpoint_every", cfg.checkpoint_every) <= 0:
         raise ConfigError(f"checkpoint_every={cfg.checkpoint_every}: must be a positive number of updates")
     resolve_device(cfg.device)
-    from fls.envs import check_env_config
-
     check_env_config(cfg.env, cfg.game)

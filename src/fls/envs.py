@@ -15,6 +15,7 @@ observation is already the next game's first.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,8 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
-from fls.config import ConfigError
+from fls.breakout_infinite import BreakoutInfinite
+from fls.errors import ConfigError
 
 BACKENDS = ("gymnasium", "native")
 FIRE = 1
@@ -156,11 +158,33 @@ class AtariVec:
     def groups(self) -> list[slice]:
         return [slice(0, self.num_envs)]
 
+    def screen(self, i: int) -> np.ndarray:
+        """Env i's raw 210 x 160 RGB screen (the gymnasium backend only)."""
+        raise NotImplementedError(f"the {self.backend} backend does not expose raw screens; use env.backend=gymnasium")
+
     def send(self, group: slice, actions: np.ndarray) -> None:
         self._pending = actions
 
     def recv(self, group: slice) -> tuple[np.ndarray, Step]:
         return self.step(self._pending)
+
+    def pipeline(self, num_steps: int, on_result: Callable[[int, slice, np.ndarray, Step], None]) -> Iterator[tuple[int, slice]]:
+        """The order of a rollout's work that hides the policy behind the emulator.
+
+        Yields (step, group): the caller acts for that group and `send`s its actions. Before
+        it does, the group's answer to the previous step is received and handed to
+        `on_result(step - 1, group, observation, result)`; after the last step, each
+        group's last answer. With several groups (native backend, speed.env_groups), one
+        group's games run while the policy acts for the next; with one, this is a plain
+        step-by-step rollout. Each env's transitions are the same either way.
+        """
+        for step in range(num_steps):
+            for group in self.groups:
+                if step > 0:
+                    on_result(step - 1, group, *self.recv(group))
+                yield step, group
+        for group in self.groups:
+            on_result(num_steps - 1, group, *self.recv(group))
 
     def close(self) -> None:
         pass
@@ -461,8 +485,6 @@ def make_reference_env(
     gym.register_envs(ale_py)
     env = gym.make(env_id, max_num_frames_per_episode=max_episode_frames, disable_env_checker=True)
     if infinite:
-        from fls.breakout_infinite import BreakoutInfinite
-
         env = BreakoutInfinite(env)
     env = GameStats(env)
     env = NoopReset(env, noop_max=noop_max)
@@ -510,6 +532,9 @@ class GymnasiumAtariVec(AtariVec):
             self.frames[i] = frame
         obs = self.stack.push(self.frames, reset_mask=done)
         return obs.copy(), Step(reward, done, life_lost, game_over, truncated, scores, frames, seconds)
+
+    def screen(self, i: int) -> np.ndarray:
+        return self.envs[i].unwrapped.ale.getScreenRGB().copy()
 
     def close(self) -> None:
         for env in self.envs:

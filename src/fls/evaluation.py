@@ -16,42 +16,32 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls import checkpoint
-from fls.config import CONF_DIR, ConfigError, as_int, check_seed, resolve_device
+from fls.config import as_int, check_seed, load_group, resolve_device
+from fls.errors import ConfigError
 from fls.envs import AtariVec, check_env_config, make_vec_env, resolve_backend
-from fls.models import build_model
 from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text
+from fls.trained_cell import TrainedCell, open_trained_cell
 
 log = logging.getLogger(__name__)
 
 GAME_COLUMNS = ["env", "game", "score", "frames", "seconds", "truncated"]
 
 
-def load_game(name: str) -> DictConfig:
-    path = CONF_DIR / "game" / f"{name}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"eval.game={name}: no such game; expected one of {', '.join(names)}")
-    return OmegaConf.load(path)
-
-
 def eval_game(cfg: DictConfig) -> DictConfig:
     """The game to play: the cell's own, or `eval.game` (e.g. breakout_infinite)."""
     if cfg.eval.game in (None, cfg.game.name):
         return cfg.game
-    game = load_game(cfg.eval.game)
+    game = load_group("game", cfg.eval.game, key="eval.game")
     if game.num_actions != cfg.game.num_actions:
         raise ConfigError(
             f"eval.game={game.name}: {game.num_actions} actions, but the {cfg.game.name} "
@@ -98,22 +88,11 @@ def shares(games: int, num_envs: int) -> np.ndarray:
     return base
 
 
-@dataclass
-class Policy:
-    """Actions for a batch of uint8 observations, on the model's device."""
-
-    model: torch.nn.Module
-    device: torch.device
-    sample: bool = True
-
-    @torch.no_grad()
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        logits, _ = self.model(torch.from_numpy(obs).to(self.device))
-        if self.sample:
-            action = torch.distributions.Categorical(logits=logits).sample()
-        else:
-            action = logits.argmax(-1)
-        return action.cpu().numpy()
+def policy(trained: TrainedCell, greedy: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """Observations (numpy, uint8) -> actions (numpy): the trained model's `act` on its device."""
+    def act(obs: np.ndarray) -> np.ndarray:
+        return trained.model.act(torch.from_numpy(obs).to(trained.device), greedy=greedy).cpu().numpy()
+    return act
 
 
 def play_games(
@@ -140,16 +119,6 @@ def play_games(
                          "seconds": "float64", "truncated": "bool"})
 
 
-def load_policy_model(cell: CellDir, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The cell's trained model from its checkpoint, in eval mode, and the checkpoint's counters."""
-    state = checkpoint.load(cell.checkpoint, map_location=device)
-    model = build_model(state["model_name"], state["num_actions"]).to(device)
-    model.load_state_dict(state["model"])
-    model.eval()
-    info = {k: state[k] for k in ("update", "global_step", "model_name", "game", "num_actions")}
-    return model, info
-
-
 def summarize(games: pd.DataFrame) -> dict[str, Any]:
     scores = games["score"].to_numpy()
     return {
@@ -163,32 +132,18 @@ def summarize(games: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def trained_cell_or_none(cfg: DictConfig, cell: CellDir) -> bool:
-    """Whether this cell has something to evaluate (else say why and skip it)."""
-    if not cell.has_checkpoint():
-        # Not logged: the log file would create the directory of a cell that does not exist.
-        print(f"{cell.cell.key}: no checkpoint (not trained yet); skipping", file=sys.stderr)
-        return False
-    if not cell.is_done() and not cfg.eval.allow_unfinished:
-        log.warning("%s: training has not finished (state %s); skipping. eval.allow_unfinished=true "
-                    "evaluates its latest checkpoint", cell.cell.key, cell.state)
-        return False
-    return True
-
-
 def evaluate_cell(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
     """Score one cell per SPEC.md §6; returns its summary (None when skipped)."""
     game = eval_game(cfg)
     summary_path, games_path = cell.eval_summary(game.name), cell.eval_games(game.name)
-    if not trained_cell_or_none(cfg, cell):
+    trained = open_trained_cell(cfg, cell)
+    if trained is None:
         return None
-    device = resolve_device(cfg.device)
-    model, ckpt = load_policy_model(cell, device)
     limit = max_frames(cfg, game)
     settings = {
         "eval_game": game.name, "games": int(cfg.eval.games), "num_envs": int(cfg.eval.num_envs),
         "max_frames": limit, "seed": eval_seed(cfg), "sample": bool(cfg.eval.sample),
-        "checkpoint_global_step": int(ckpt["global_step"]),
+        "checkpoint_global_step": trained.global_step,
         # the env stack changes the scores (Table 5 divides two evaluations: same stack only)
         "env": env_protocol(cfg.env, game),
     }
@@ -220,10 +175,10 @@ def evaluate_cell(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
         total=int(per_env.sum()), unit="game", desc=f"{cell.cell.key} on {game.name}",
         disable=not sys.stderr.isatty(), dynamic_ncols=True,
     ) as bar:
-        games = play_games(envs, Policy(model, device, bool(cfg.eval.sample)), per_env, seed, on_game=lambda: bar.update(1))
+        games = play_games(envs, policy(trained, greedy=not cfg.eval.sample), per_env, seed, on_game=lambda: bar.update(1))
 
     summary = {**summarize(games), "seconds": time.perf_counter() - start, "settings": settings,
-               "cell": cell.cell.key, "checkpoint_update": int(ckpt["update"])}
+               "cell": cell.cell.key, "checkpoint_update": trained.update}
     if previous is not None and not cfg.eval.overwrite:
         keep_previous(cell, game.name)
     write_results(cell, game.name, games, summary)
@@ -261,11 +216,3 @@ def write_results(cell: CellDir, eval_game: str, games: pd.DataFrame, summary: d
     games[GAME_COLUMNS].to_parquet(buffer, index=False)
     atomic_write_bytes(cell.eval_games(eval_game), buffer.getvalue())
     atomic_write_text(cell.eval_summary(eval_game), json.dumps(summary, indent=2) + "\n")
-
-
-def read_summary(cell: CellDir, eval_game: str | None = None) -> dict[str, Any] | None:
-    path = cell.eval_summary(eval_game)
-    if not path.exists():
-        return None
-    summary = json.loads(path.read_text())
-    return summary if not math.isnan(summary.get("mean", math.nan)) else None

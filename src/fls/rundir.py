@@ -33,6 +33,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 SEED_DIR = re.compile(r"^seed_(-?\d+)$")
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -113,7 +115,8 @@ class CellDir:
 
     def __init__(self, root: Path | str, cell: Cell):
         self.cell = cell
-        self.path = Path(root) / cell.study / cell.game / cell.model / f"seed_{cell.seed}"
+        self.root = Path(root)
+        self.path = self.root / cell.study / cell.game / cell.model / f"seed_{cell.seed}"
 
     def __repr__(self) -> str:
         return f"CellDir({self.path})"
@@ -178,6 +181,11 @@ class CellDir:
         under one preset of the metric settings (atari_head=spec or paper)."""
         return self.saliency_frames_dir() / preset / f"trial_{trial}_{alignment}_{resolution}.parquet"
 
+    def remove_if_empty(self) -> None:
+        """Remove this cell's directory and its empty parents up to the run root: a run
+        that found nothing to do leaves nothing behind."""
+        remove_if_empty(self.path, self.root)
+
     # Status
     def status(self) -> dict[str, Any]:
         """The last status written, or {} for a cell that never started."""
@@ -206,6 +214,31 @@ class CellDir:
         return self.checkpoint.exists()
 
 
+class SweepDir:
+    """The files a sweep keeps in its own directory (hydra.sweep.dir), beside its cells. For
+    train, evaluate and metrics that is the study's directory, <run_root>/<study>/."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"SweepDir({self.path})"
+
+    @property
+    def config(self) -> Path:
+        """The sweep's composed config with its overrides, as the sweeper saves it (Hydra's name)."""
+        return self.path / "multirun.yaml"
+
+    @property
+    def jobs_file(self) -> Path:
+        """Every job the submitit launchers submitted for this sweep (fls.job_records)."""
+        return self.path / JOBS_FILE
+
+    def submitit_dir(self, job_id: str) -> Path:
+        """A job's submitit folder, its logs: hydra-submitit-launcher's default submitit_folder."""
+        return self.path / ".submitit" / job_id
+
+
 class RunLayout:
     """All studies under one run root."""
 
@@ -218,9 +251,13 @@ class RunLayout:
     def analysis_dir(self, study: str) -> Path:
         return self.study_dir(study) / "analysis"
 
+    def sweep(self, study: str) -> SweepDir:
+        """The sweep files of a study: its directory is the sweep directory of its sweeps."""
+        return SweepDir(self.study_dir(study))
+
     def jobs_file(self, study: str) -> Path:
-        """Every job the cluster launchers submitted for this study (launchers/jobs.py)."""
-        return self.study_dir(study) / JOBS_FILE
+        """Every job the submitit launchers submitted for this study (fls.job_records)."""
+        return self.sweep(study).jobs_file
 
     def cell(self, study: str, game: str, model: str, seed: int) -> CellDir:
         return CellDir(self.root, Cell(study, game, model, int(seed)))
@@ -290,8 +327,6 @@ def _repo_path_resolver(relative: str) -> str:
 
 
 def register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
     if not OmegaConf.has_resolver("cell_dir"):
         OmegaConf.register_new_resolver("cell_dir", _cell_path_resolver)
     if not OmegaConf.has_resolver("repo_path"):

@@ -35,8 +35,9 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from fls.atari_head import GAMES, NOT_RECORDED, AtariHead, AtariHeadError, Trial, TrialInfo
-from fls.config import ConfigError, as_int, check_seed, resolve_device
-from fls.evaluation import load_policy_model, trained_cell_or_none
+from fls.config import as_int, check_seed, resolve_device
+from fls.errors import ConfigError
+from fls.trained_cell import open_trained_cell
 from fls.gaze import ALIGNMENTS, PROCESSED_SHAPE, RAW_SHAPE, STACK_FILLS, fixation_map, play_trial, processed_indices
 from fls.metrics import (UPSCALE_MODES, center_bias, kl_divergence, nss, pick_other_frames, shuffled_auc, uniform,
                          upscale_saliency)
@@ -353,17 +354,17 @@ def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
     """Score one trained cell on Atari-HEAD; returns its trials.csv rows (None when skipped)."""
     check_metrics_config(cfg)
     ah = cfg.atari_head
-    if not trained_cell_or_none(cfg, cell):
+    trained = open_trained_cell(cfg, cell)
+    if trained is None:
         return None
-    device = resolve_device(cfg.device)
-    model, ckpt = load_policy_model(cell, device)
+    model, device = trained.model, trained.device
     maps = (["model"] if model.has_saliency else []) + list(ah.baselines or [])
     if not model.has_saliency:
         log.info("%s: %s draws no saliency map; scoring the baselines only", cell.cell.key, model.name)
     if not maps:
         raise ConfigError(f"atari_head.baselines=[]: {model.name} has no saliency map, so there is nothing to score")
     settings = Settings.from_config(ah)
-    key = cache_key(settings, int(ckpt["global_step"]), maps)
+    key = cache_key(settings, trained.global_step, maps)
     resolutions = _names("atari_head.resolutions", ah.resolutions, list(RESOLUTIONS))
     alignments = _names("atari_head.frame_alignments", ah.frame_alignments, ALIGNMENTS)
     dataset = open_dataset(cfg)

@@ -180,3 +180,32 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class TrainLog:
+    """Each update's row, to its three sinks: metrics.csv (cut back to the checkpoint on
+    resume), W&B when `logger=wandb`, and the progress bar or log lines."""
+
+    def __init__(self, cfg: Any, cell: CellDir, config: dict[str, Any], *, start_update: int, start_step: int,
+                 total_steps: int, wandb_id: str | None):
+        self.metrics = MetricsCSV(cell.metrics)
+        self.metrics.truncate_after(start_update)
+        self.wandb = WandbRun(cfg.logger, cell, config, wandb_id) if cfg.logger.name == "wandb" else None
+        self.progress = Progress(total_steps, start_step, cfg.log_every_s, cell.cell.key)
+
+    @property
+    def wandb_id(self) -> str | None:
+        return self.wandb.id if self.wandb else None
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.metrics.write(row)
+        if self.wandb:
+            self.wandb.log(row)
+        self.progress.update(int(row["global_step"]), row)
+
+    def close(self, exit_code: int = 0) -> None:
+        self.progress.close()
+        self.metrics.close()
+        if self.wandb:
+            self.wandb.finish(exit_code=exit_code)
+            self.wandb = None

@@ -6,8 +6,8 @@ saw with the map at its own resolution. Maps are divided by the largest value in
 clip, so brightness compares across the clip. nature_cnn has no map: its video shows
 the game alone.
 
-Games are played on the gymnasium reference backend, the one that exposes the raw RGB
-screen; its observations equal the native backend's (tests/test_envs.py).
+Games are played through the one env factory on the gymnasium backend, the one that
+exposes the raw RGB screen, with the cell's env settings (stack fill, no-ops, ...).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import imageio.v2 as imageio
 import numpy as np
 import torch
 from matplotlib import colormaps
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw
 
-from fls.envs import GymnasiumAtariVec
-from fls.evaluation import eval_game, eval_seed, load_policy_model, trained_cell_or_none
-from fls.config import resolve_device
+from fls.envs import AtariVec, make_vec_env
+from fls.evaluation import eval_game, eval_seed
 from fls.metrics import upscale_saliency
 from fls.rundir import CellDir, atomic_write_text
+from fls.trained_cell import TrainedCell, open_trained_cell
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +57,20 @@ def compose(raw: np.ndarray, obs: np.ndarray, map84: np.ndarray | None, scale: f
     return cv2.resize(frame, (frame.shape[1] * SCALE, frame.shape[0] * SCALE), interpolation=cv2.INTER_NEAREST)
 
 
-def play_recorded_game(envs: GymnasiumAtariVec, model: torch.nn.Module, device: torch.device, seed: int,
-                       sample: bool) -> dict[str, Any]:
+def play_recorded_game(envs: AtariVec, trained: TrainedCell, seed: int, sample: bool) -> dict[str, Any]:
     """One full game: raw screens, observations, maps (None without attention), score."""
-    screen = envs.envs[0].unwrapped.ale.getScreenRGB
+    model = trained.model
     obs = envs.reset(seed=seed)
-    raws, observations, maps = [screen().copy()], [obs[0, -1].copy()], []
+    raws, observations, maps = [envs.screen(0)], [obs[0, -1].copy()], []
     while True:
+        batch = torch.from_numpy(obs).to(trained.device)
         with torch.no_grad():
-            logits, _, attention = model(torch.from_numpy(obs).to(device), return_attention=True)
-            maps.append(model.saliency_from_attention(attention)[0].cpu().numpy() if model.has_saliency else None)
-        action = torch.distributions.Categorical(logits=logits).sample() if sample else logits.argmax(-1)
-        obs, step = envs.step(action.cpu().numpy())
+            maps.append(model.saliency(batch)[0].cpu().numpy() if model.has_saliency else None)
+        obs, step = envs.step(model.act(batch, greedy=not sample).cpu().numpy())
         if step.game_over[0]:
             return {"raws": raws, "obs": observations, "maps": maps, "score": float(step.game_score[0]),
                     "frames": int(step.game_frames[0]), "truncated": bool(step.truncated[0])}
-        raws.append(screen().copy())
+        raws.append(envs.screen(0))
         observations.append(obs[0, -1].copy())
 
 
@@ -100,28 +98,25 @@ def contact_sheet(frames: list[np.ndarray], steps: list[int], columns: int = 4) 
 
 def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
     game = eval_game(cfg)
-    if not trained_cell_or_none(cfg, cell):
+    trained = open_trained_cell(cfg, cell)
+    if trained is None:
         return None
-    device = resolve_device(cfg.device)
-    model, ckpt = load_policy_model(cell, device)
+    model = trained.model
     if not model.has_saliency:
-        log.info("%s: %s has no attention map; the video shows the game alone", cell.cell.key, ckpt["model_name"])
+        log.info("%s: %s has no attention map; the video shows the game alone", cell.cell.key, model.name)
     video = cfg.eval.video
     out = cell.video_dir(game.name)
     out.mkdir(parents=True, exist_ok=True)
     seed = eval_seed(cfg)
     torch.manual_seed(seed)
-    envs = GymnasiumAtariVec(
-        game.env_id, 1, infinite=bool(game.infinite), noop_max=int(cfg.env.noop_max),
-        frame_skip=int(cfg.env.frame_skip), frame_stack=int(cfg.env.frame_stack),
-        episodic_life=bool(cfg.env.episodic_life), fire_reset=bool(cfg.env.fire_reset),
-        max_episode_frames=int(video.max_frames),
-    )
-    record: dict[str, Any] = {"cell": cell.cell.key, "eval_game": game.name, "checkpoint_global_step": ckpt["global_step"],
+    # the reference backend: the one that shows the raw screen
+    env_cfg = OmegaConf.merge(cfg.env, {"backend": "gymnasium"})
+    envs = make_vec_env(game, env_cfg, 1, max_episode_frames=int(video.max_frames))
+    record: dict[str, Any] = {"cell": cell.cell.key, "eval_game": game.name, "checkpoint_global_step": trained.global_step,
                               "has_saliency": bool(model.has_saliency), "games": []}
     with envs:
         for g in range(int(video.games)):
-            played = play_recorded_game(envs, model, device, seed + g, bool(cfg.eval.sample))
+            played = play_recorded_game(envs, trained, seed + g, bool(cfg.eval.sample))
             maps = played["maps"]
             scale = max((float(m.max()) for m in maps if m is not None), default=1.0) or 1.0
             frames = [compose(r, o, m, scale) for r, o, m in zip(played["raws"], played["obs"], maps)]

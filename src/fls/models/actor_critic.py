@@ -9,6 +9,7 @@ from typing import Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.distributions.categorical import Categorical
 
 from fls.models.layers import layer_init, scale_obs
 from fls.models.saliency import NoAttentionError, SaliencyGeometry, render_saliency
@@ -61,6 +62,31 @@ class ActorCritic(nn.Module):
         if return_attention:
             return logits, value, attention
         return logits, value
+
+    # Acting: the one place actions are drawn (training, evaluation, videos)
+
+    @staticmethod
+    def distribution(logits: torch.Tensor) -> Categorical:
+        # argument checks would sync with a GPU on every call; logits are always finite here
+        return Categorical(logits=logits, validate_args=False)
+
+    def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None):
+        """CleanRL's agent call: (action, its log-probability, entropy, value); samples the
+        action unless given (the PPO update passes the rollout's)."""
+        logits, value = self(obs)
+        probs = self.distribution(logits)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), value
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self(obs)[1]
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, greedy: bool = False) -> torch.Tensor:
+        """Actions for a batch of uint8 frames: sampled from the policy, or its argmax."""
+        logits, _ = self(obs)
+        return logits.argmax(-1) if greedy else self.distribution(logits).sample()
 
     def _require_attention(self) -> None:
         if not self.has_saliency:
