@@ -1,57 +1,24 @@
 """How games and models are named, ordered and coloured in every table and figure.
 
-The paper's colours did not survive its text extraction (Tables 2-5 only say "Colors
-correspond to Fig. 3"), so this palette is ours: one hue per model family (baseline grey,
-DAQN green, RS-PPO purple, Sparse FLS reds and oranges, Dense FLS blues), a distinct shade
-per model inside a family, and dashed lines for the "w/o ..." ablations so that they pair
-visually with the model they ablate (Figure 7).
+Game labels and columns come from conf/game/*.yaml, model names, colours and line styles
+from the model registry (fls.models.registry): this module only orders and looks them up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from fls.config import group_options, load_group
 from fls.models import MODELS
 
-# SPEC.md §1 order; the paper's table columns follow the same games.
-GAME_ORDER = ["beamrider", "breakout", "mspacman", "spaceinvaders", "enduro", "seaquest", "breakout_infinite"]
-GAME_LABELS = {
-    "beamrider": "BeamRider",
-    "breakout": "Breakout",
-    "mspacman": "MsPacman",
-    "spaceinvaders": "SpaceInvaders",
-    "enduro": "Enduro",
-    "seaquest": "Seaquest",
-    "breakout_infinite": "BreakoutInfinite",
-}
+# conf/game/<game>.yaml: each game's label and its column in the paper's tables
+_GAMES = {name: load_group("game", name) for name in group_options("game")}
+GAME_ORDER = sorted(_GAMES, key=lambda name: int(_GAMES[name].column))
+GAME_LABELS = {name: str(cfg.label) for name, cfg in _GAMES.items()}
 
 # The registry's order is the paper's row order (Tables 3 and 5).
 MODEL_ORDER = list(MODELS)
 
-FAMILY_COLOURS = {
-    "baseline": "#4d4d4d",
-    "daqn": "#2ca02c",
-    "rs_ppo": "#8e44ad",
-    "sparse_fls": "#d62728",
-    "dense_fls": "#1f77b4",
-}
-MODEL_COLOURS = {
-    "nature_cnn": "#4d4d4d",
-    "daqn": "#2ca02c",
-    "rs_ppo": "#8e44ad",
-    "rs_ppo_nopad": "#c39bd3",
-    "sparse_fls": "#d62728",
-    "sparse_fls_pool": "#ff7f0e",
-    "sparse_fls_norm": "#8c564b",
-    "sparse_fls_1x1": "#e377c2",
-    "sparse_fls_sp2": "#bcbd22",
-    "sparse_fls_norelu": "#f08080",
-    "sparse_fls_norelu_pool": "#fdae6b",
-    "sparse_fls_first_conv": "#7f0000",
-    "sparse_fls_each_conv": "#d95f0e",
-    "dense_fls": "#1f77b4",
-    "dense_fls_norelu": "#6baed6",
-}
 UNKNOWN_COLOUR = "#999999"
 
 
@@ -70,11 +37,13 @@ def model_family(model: str) -> str | None:
 
 
 def model_colour(model: str) -> str:
-    return MODEL_COLOURS.get(model) or FAMILY_COLOURS.get(model_family(model) or "", UNKNOWN_COLOUR)
+    spec = MODELS.get(model)
+    return spec.colour if spec else UNKNOWN_COLOUR
 
 
 def model_linestyle(model: str) -> str:
-    return "--" if ("norelu" in model or "nopad" in model) else "-"
+    spec = MODELS.get(model)
+    return "--" if spec and spec.ablates else "-"
 
 
 def has_attention(model: str) -> bool:

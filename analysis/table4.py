@@ -20,11 +20,12 @@ from analysis.grid import Grid, mean_std, seeds_text
 from analysis.paper import PaperValues
 from analysis.render import MISSING, Artefact, bold, fmt_mean_std
 from analysis.style import game_label, has_attention, model_label, order_games, order_models
+from fls.atari_head import GAMES
 
 METRICS = {"nss": ("NSS (higher is better)", True), "kl": ("KL divergence (lower is better)", False),
            "sauc": ("Shuffled AUC (higher is better)", True)}
 BASELINE_MAPS = {"center": "Center prior †", "uniform": "Uniform †"}
-HEAD_GAMES = ["breakout", "mspacman", "spaceinvaders", "enduro", "seaquest"]  # BeamRider is not in Atari-HEAD
+HEAD_GAMES = [g for g in GAMES if g != "breakout_infinite"]  # conf/game: the games Atari-HEAD recorded
 SETTINGS = ["preset", "resolution", "alignment"]
 DIGITS = 3
 STAT_COLUMNS = ["metric", "preset", "resolution", "alignment", "game", "row", "map", "mean", "std", "n", "n_kind",

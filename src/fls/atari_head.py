@@ -31,6 +31,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from fls.config import group_options, load_group
+
 FRAME_SHAPE = (210, 160, 3)  # rows, columns, RGB of a recorded frame
 LABEL_HEADER = ("frame_id", "episode_id", "score", "duration(ms)", "unclipped_reward", "action")
 # The label fields before the gaze pairs, as `Labels` names them.
@@ -38,15 +40,10 @@ SCALAR_FIELDS = ("episode_id", "score", "duration_ms", "unclipped_reward", "acti
 
 # Our registry's games (conf/game/) -> the dataset's game, normalised by `_normalise`.
 # breakout_infinite agents play Breakout; BeamRider was never recorded.
-GAMES = {
-    "breakout": "breakout",
-    "breakout_infinite": "breakout",
-    "enduro": "enduro",
-    "mspacman": "mspacman",
-    "seaquest": "seaquest",
-    "spaceinvaders": "spaceinvaders",
-}
-NOT_RECORDED = ("beamrider",)
+# Our games' Atari-HEAD names (conf/game/<game>.yaml: atari_head), and those never recorded.
+GAMES = {name: str(cfg.atari_head) for name in group_options("game")
+         if (cfg := load_group("game", name)).atari_head is not None}
+NOT_RECORDED = tuple(name for name in group_options("game") if name not in GAMES)
 # Every game Atari-HEAD has (v4 meta_data.csv), normalised: a name outside this list in a
 # meta_data.csv is a typo or a foreign file, not a game we merely do not train on.
 DATASET_GAMES = frozenset({

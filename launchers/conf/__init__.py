@@ -1,1 +1,0 @@
-# Config root added to Hydra's search path by conf/*.yaml (pkg://launchers.conf).
