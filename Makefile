@@ -39,8 +39,8 @@ demo: $(SETUP) ## the main job: train a small Breakout sweep on CPU, evaluate it
 
 saliency-demo: $(SETUP) ## Table 4 on the Atari-HEAD sample: train a small Ms. Pac-Man Sparse FLS cell, score it against human gaze
 	$(PY) src/train.py experiment=demo study=saliency_demo game=mspacman model=sparse_fls seed=1 run_root=$(RUN_ROOT) $(DEMO_ARGS)
-	$(PY) src/saliency_metrics.py experiment=demo study=saliency_demo game=mspacman model=sparse_fls seed=1 run_root=$(RUN_ROOT) \
-	    'atari_head.resolutions=[210x160,84x84]' 'atari_head.frame_alignments=[spec,paper]' $(DEMO_ARGS)
+	$(PY) src/saliency.py experiment=demo study=saliency_demo game=mspacman model=sparse_fls seed=1 run_root=$(RUN_ROOT) \
+	    'saliency.resolutions=[210x160,84x84]' 'saliency.frame_alignments=[spec,paper]' $(DEMO_ARGS)
 	$(PY) -m analysis table4 --study saliency_demo --run-root $(RUN_ROOT)
 
 test: $(SETUP) ## the default test suite (what CI runs)

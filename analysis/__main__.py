@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alignment", default=None, choices=["spec", "paper"],
                         help="Table 4's frame alignment: the protocol's, or the authors' off-by-one (default: the preset's)")
     parser.add_argument("--preset", default="spec",
-                        help="Table 4's metric settings: spec (docs/protocol.md) or paper (atari_head=paper)")
+                        help="Table 4's metric settings: spec (docs/protocol.md) or paper (saliency=paper)")
     return parser.parse_args(argv)
 
 

@@ -20,7 +20,7 @@ from analysis.grid import Grid, mean_std, seeds_text
 from analysis.paper import PaperValues
 from analysis.render import MISSING, Artefact, bold, fmt_mean_std
 from analysis.style import game_label, has_attention, model_label, order_games, order_models
-from fls.atari_head import GAMES
+from fls.saliency.atari_head import GAMES
 
 METRICS = {"nss": ("NSS (higher is better)", True), "kl": ("KL divergence (lower is better)", False),
            "sauc": ("Shuffled AUC (higher is better)", True)}
@@ -133,7 +133,7 @@ def build(source, grid: Grid, paper: PaperValues, resolution: str = "210x160", a
     found = sorted({f"{p}/{r}/{a}" for p, r, a in rows[SETTINGS].drop_duplicates().itertuples(index=False)})
     how = ("the protocol of docs/protocol.md" if preset == "spec" else
            "the authors' computation (their alignment, zero-filled first stack, maps over each trial's maximum, "
-           "reflect upscale, no highscore trials)" if preset == "paper" else f"atari_head.preset={preset}")
+           "reflect upscale, no highscore trials)" if preset == "paper" else f"saliency.preset={preset}")
     notes = [
         f"Preset {preset}: {how}. Maps at {resolution}, {alignment!r} frame alignment "
         f"(--preset, --resolution, --alignment; found: {', '.join(found) or 'none'}); table4.csv holds every setting.",

@@ -5,7 +5,7 @@
 P1   trainer SPS (sparse_fls, full PPO) / env-only SPS, native backend, 8 envs (Breakout)
 P1b  the same on the gymnasium reference backend; and CleanRL's env path (SyncVectorEnv x 8)
 P3   Dense FLS PPO update (minibatch forward+backward) with the best speed option / fp32 eager
-P4   fls.metrics frames/s / a direct implementation with Python loops, same values
+P4   fls.saliency.metrics frames/s / a direct implementation with Python loops, same values
      scaling: trainer and env-only SPS at 8, 16, 32, 64 envs
 
 The machine is noisy: only ratios within one run mean anything. Targets (issue 10) are for
@@ -109,7 +109,7 @@ def markdown(result: dict) -> str:
                      f"eager {p['seconds']['eager']:.2f} s | {p['ratio_exact']:.3f} | |")
     if "p4" in result:
         p = result["p4"]
-        lines.append(f"| P4 fls.metrics frames/s (NSS+KL+sAUC) | {fmt(p['fast_fps'], 1)} | direct {fmt(p['direct_fps'], 1)} | "
+        lines.append(f"| P4 fls.saliency.metrics frames/s (NSS+KL+sAUC) | {fmt(p['fast_fps'], 1)} | direct {fmt(p['direct_fps'], 1)} | "
                      f"{p['ratio']:.1f} | >= 50 |")
     for r in result.get("scaling", []):
         lines.append(f"| scaling: trainer SPS, {r['num_envs']} envs (native, eager) | {fmt(r['trainer_sps'])} | "

@@ -1,4 +1,4 @@
-"""Saliency-metric throughput: fls.metrics against a direct implementation in the style of
+"""Saliency-metric throughput: fls.saliency.metrics against a direct implementation in the style of
 the authors' metrics.py (per-pixel Python loop and one roc_auc_score call per draw for
 shuffled AUC; np.average for NSS; cv2.GaussianBlur + scipy.stats.entropy for KL).
 
@@ -22,7 +22,7 @@ import numpy as np
 import scipy.stats
 from sklearn.metrics import roc_auc_score
 
-from fls.metrics import kl_divergence, nss, pick_other_frames, shuffled_auc, upscale_saliency
+from fls.saliency.metrics import kl_divergence, nss, pick_other_frames, shuffled_auc, upscale_saliency
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "atari_head_sample"
 SIGMA = 5.0
@@ -95,8 +95,8 @@ def fast(saliency, fixations, other) -> tuple[float, float, float]:
 
 def _fixation_maps() -> tuple[list[np.ndarray], str]:
     if (SAMPLE / "meta_data.csv").is_file():
-        from fls.atari_head import AtariHead
-        from fls.gaze import play_trial
+        from fls.saliency.atari_head import AtariHead
+        from fls.saliency.gaze import play_trial
 
         trial = AtariHead(SAMPLE).load(593)
         return [p.fixations for p in play_trial(trial)], "Atari-HEAD sample, trial 593 (real gaze)"
@@ -134,7 +134,7 @@ def _per_metric(fn_by_metric, cases) -> float:
 
 
 def run(quick: bool = False) -> dict:
-    """Throughput of fls.metrics and of the direct implementation, in frames/s, and their ratio."""
+    """Throughput of fls.saliency.metrics and of the direct implementation, in frames/s, and their ratio."""
     fixations, data = _fixation_maps()
     n = len(fixations)
     saliency = _saliency_maps(n)
@@ -184,7 +184,7 @@ def markdown(result: dict) -> str:
         f"Saliency metrics, {result['frames']} frames of 210 x 160 ({result['data']}; "
         f"{result['mean_fixations']:.0f} fixations a frame; direct timed on {result['direct_frames']})",
         "",
-        "| metric | fls.metrics (frames/s) | direct (frames/s) | ratio |",
+        "| metric | fls.saliency.metrics (frames/s) | direct (frames/s) | ratio |",
         "| --- | ---: | ---: | ---: |",
     ]
     for name, m in result["metrics"].items():

@@ -78,7 +78,7 @@ def write_eval(cell: CellDir, scores: list[float], eval_game: str | None = None,
 
 
 def write_trials(cell: CellDir, rows: list[dict]) -> None:
-    """saliency/trials.csv in the columns src/saliency_metrics.py writes."""
+    """saliency/trials.csv in the columns src/saliency.py writes."""
     cell.saliency_dir.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows)
     for col in ("nss_frames", "kl_frames", "sauc_frames", "frames"):

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fls.atari_head import (
+from fls.saliency.atari_head import (
     GAMES,
     AtariHead,
     AtariHeadError,

@@ -167,7 +167,7 @@ def test_every_yaml_key_is_commented():
     """Like CleanRL's Args docstrings: each entry config and group file explains its keys."""
     for path in [CONF / "train.yaml", CONF / "ppo" / "baselines.yaml", CONF / "env" / "atari.yaml",
                  CONF / "speed" / "eager.yaml", CONF / "speed" / "fast.yaml", CONF / "eval" / "paper.yaml",
-                 CONF / "metrics.yaml", CONF / "atari_head" / "default.yaml"]:
+                 CONF / "saliency.yaml", CONF / "saliency" / "default.yaml"]:
         lines = path.read_text().splitlines()
         for i, line in enumerate(lines):
             if line and not line.startswith((" ", "#", "-")) and ":" in line and line.split(":")[0] not in ("defaults", "hydra"):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import fls.envs
-import fls.gaze
-from fls.atari_head import AtariHead
-from fls.gaze import (
+import fls.saliency.gaze
+from fls.saliency.atari_head import AtariHead
+from fls.saliency.gaze import (
     GAZE_OFFSETS,
     fixation_map,
     fixation_points,
@@ -168,9 +168,9 @@ def test_fixation_map_84():
 
 def test_stacks_are_fls_envs_preprocessing(atari_head_sample: Path):
     # Imported, not copied: the same function objects.
-    assert fls.gaze.warp_frame is fls.envs.warp_frame
-    assert fls.gaze.max_frames is fls.envs.max_frames
-    assert fls.gaze.FrameStacker is fls.envs.FrameStacker
+    assert fls.saliency.gaze.warp_frame is fls.envs.warp_frame
+    assert fls.saliency.gaze.max_frames is fls.envs.max_frames
+    assert fls.saliency.gaze.FrameStacker is fls.envs.FrameStacker
 
     trial = AtariHead(atari_head_sample).load(593)
     frames = list(trial.frames())[:41]

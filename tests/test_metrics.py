@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from fls.metrics import (
+from fls.saliency.metrics import (
     center_bias,
     kl_divergence,
     nss,
@@ -308,7 +308,7 @@ def test_baseline_maps():
 def test_blur_is_scipy_gaussian_filter_bit_for_bit():
     from scipy.ndimage import gaussian_filter
 
-    from fls.metrics import blur_fixations
+    from fls.saliency.metrics import blur_fixations
 
     rng = np.random.default_rng(4)
     for spread in (2.0, 15.0, 80.0):
@@ -343,7 +343,7 @@ def test_shuffled_auc_at_full_size_is_the_authors_procedure():
 def test_reflect_upscale_is_the_authors_resize_and_differs_from_edge_only_at_the_border():
     """skimage.transform.resize(order=1, mode="reflect"): pixel centres at half-integers, the
     map mirrored about its outer pixel centres (numpy.pad's 'reflect'). Written out here."""
-    from fls.metrics import upscale_saliency
+    from fls.saliency.metrics import upscale_saliency
 
     rng = np.random.default_rng(0)
     small = rng.random((84, 84))

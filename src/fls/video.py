@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from fls.envs import AtariVec, make_vec_env
 from fls.evaluation import eval_game, eval_seed
-from fls.metrics import upscale_saliency
+from fls.saliency.metrics import upscale_saliency
 from fls.rundir import CellDir, atomic_write_text
 from fls.trained_cell import TrainedCell, open_trained_cell
 

@@ -2,10 +2,10 @@
 
 For each trial of the cell's game, each frame alignment and resolution asked for:
 
-1. play the recording through the training preprocessing (`fls.gaze.play_trial`), the
+1. play the recording through the training preprocessing (`fls.saliency.gaze.play_trial`), the
    agent's actions ignored, and draw the model's saliency map of every processed frame;
 2. score the model's map and the model-free baselines (a centre-bias Gaussian, a uniform
-   map) on every frame with `fls.metrics` (NSS, KL, shuffled AUC);
+   map) on every frame with `fls.saliency.metrics` (NSS, KL, shuffled AUC);
 3. write the per-frame results to `saliency/frames/trial_<id>_<alignment>_<res>.parquet`,
    then rebuild `saliency/trials.csv`: per trial and map, each metric's mean over the
    frames where it is defined and how many those are.
@@ -34,12 +34,12 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.atari_head import GAMES, NOT_RECORDED, AtariHead, AtariHeadError, Trial, TrialInfo
+from fls.saliency.atari_head import GAMES, NOT_RECORDED, AtariHead, AtariHeadError, Trial, TrialInfo
 from fls.config import as_int, check_seed, resolve_device
 from fls.errors import ConfigError
 from fls.trained_cell import open_trained_cell
-from fls.gaze import ALIGNMENTS, PROCESSED_SHAPE, RAW_SHAPE, STACK_FILLS, fixation_map, play_trial, processed_indices
-from fls.metrics import (UPSCALE_MODES, center_bias, kl_divergence, nss, pick_other_frames, shuffled_auc, uniform,
+from fls.saliency.gaze import ALIGNMENTS, PROCESSED_SHAPE, RAW_SHAPE, STACK_FILLS, fixation_map, play_trial, processed_indices
+from fls.saliency.metrics import (UPSCALE_MODES, center_bias, kl_divergence, nss, pick_other_frames, shuffled_auc, uniform,
                          upscale_saliency)
 from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text
 
@@ -80,41 +80,41 @@ def atari_head_game(game: str) -> str:
 
 
 def open_dataset(cfg: DictConfig) -> AtariHead:
-    root = cfg.atari_head.root
+    root = cfg.saliency.root
     if root in (None, ""):
-        raise ConfigError("atari_head.root is not set: point it at an Atari-HEAD download (the folder of meta_data.csv)")
+        raise ConfigError("saliency.root is not set: point it at an Atari-HEAD download (the folder of meta_data.csv)")
     try:
         return AtariHead(root)
     except AtariHeadError as e:
-        raise ConfigError(f"atari_head.root={root}: {e}") from None
+        raise ConfigError(f"saliency.root={root}: {e}") from None
 
 
-def check_metrics_config(cfg: DictConfig) -> None:
-    """Every reason src/saliency_metrics.py could not score a cell, as one ConfigError."""
+def check_saliency_config(cfg: DictConfig) -> None:
+    """Every reason src/saliency.py could not score a cell, as one ConfigError."""
     check_seed(cfg.seed)
     resolve_device(cfg.device)
     atari_head_game(cfg.game.name)
-    ah = cfg.atari_head
-    _names("atari_head.resolutions", ah.resolutions, list(RESOLUTIONS))
-    _names("atari_head.frame_alignments", ah.frame_alignments, ALIGNMENTS)
+    ah = cfg.saliency
+    _names("saliency.resolutions", ah.resolutions, list(RESOLUTIONS))
+    _names("saliency.frame_alignments", ah.frame_alignments, ALIGNMENTS)
     if not isinstance(ah.preset, str) or not PRESET.match(ah.preset):
-        raise ConfigError(f"atari_head.preset={ah.preset}: expected a name of lower-case letters, digits and '_'")
+        raise ConfigError(f"saliency.preset={ah.preset}: expected a name of lower-case letters, digits and '_'")
     if ah.normalize not in NORMALIZATIONS:
-        raise ConfigError(f"atari_head.normalize={ah.normalize}: expected one of {', '.join(NORMALIZATIONS)}")
+        raise ConfigError(f"saliency.normalize={ah.normalize}: expected one of {', '.join(NORMALIZATIONS)}")
     if ah.upscale not in UPSCALE_MODES:
-        raise ConfigError(f"atari_head.upscale={ah.upscale}: expected one of {', '.join(UPSCALE_MODES)}")
+        raise ConfigError(f"saliency.upscale={ah.upscale}: expected one of {', '.join(UPSCALE_MODES)}")
     if not isinstance(ah.highscore_trials, bool):
-        raise ConfigError(f"atari_head.highscore_trials={ah.highscore_trials}: expected true or false")
+        raise ConfigError(f"saliency.highscore_trials={ah.highscore_trials}: expected true or false")
     if ah.stack_fill not in STACK_FILLS:
-        raise ConfigError(f"atari_head.stack_fill={ah.stack_fill}: expected one of {', '.join(STACK_FILLS)}")
+        raise ConfigError(f"saliency.stack_fill={ah.stack_fill}: expected one of {', '.join(STACK_FILLS)}")
     if ah.baselines:
-        _names("atari_head.baselines", ah.baselines, BASELINES)
+        _names("saliency.baselines", ah.baselines, BASELINES)
     for key in ("sauc_other_frames", "sauc_splits", "batch_size"):
-        if as_int(f"atari_head.{key}", ah[key]) <= 0:
-            raise ConfigError(f"atari_head.{key}={ah[key]}: must be a positive integer")
-    as_int("atari_head.seed", ah.seed)
-    if ah.max_frames is not None and as_int("atari_head.max_frames", ah.max_frames) < 2:
-        raise ConfigError(f"atari_head.max_frames={ah.max_frames}: must be at least 2 processed frames (or null: all)")
+        if as_int(f"saliency.{key}", ah[key]) <= 0:
+            raise ConfigError(f"saliency.{key}={ah[key]}: must be a positive integer")
+    as_int("saliency.seed", ah.seed)
+    if ah.max_frames is not None and as_int("saliency.max_frames", ah.max_frames) < 2:
+        raise ConfigError(f"saliency.max_frames={ah.max_frames}: must be at least 2 processed frames (or null: all)")
     for res in RESOLUTIONS:
         key = f"kl_sigma_{res}"
         try:
@@ -122,12 +122,12 @@ def check_metrics_config(cfg: DictConfig) -> None:
         except (TypeError, ValueError):
             positive = False
         if not positive:
-            raise ConfigError(f"atari_head.{key}={ah[key]}: must be a positive number of pixels")
+            raise ConfigError(f"saliency.{key}={ah[key]}: must be a positive number of pixels")
     if not float(ah.center_sigma) > 0:
-        raise ConfigError(f"atari_head.center_sigma={ah.center_sigma}: must be a positive fraction of the frame")
+        raise ConfigError(f"saliency.center_sigma={ah.center_sigma}: must be a positive fraction of the frame")
     if ah.trials is not None:
         for t in [ah.trials] if isinstance(ah.trials, (int, str)) else ah.trials:
-            as_int("atari_head.trials", t, hint=" (trial ids of meta_data.csv, or null: all of the game)")
+            as_int("saliency.trials", t, hint=" (trial ids of meta_data.csv, or null: all of the game)")
     open_dataset(cfg)
 
 
@@ -325,15 +325,15 @@ def rebuild_trials(cell: CellDir, key: dict[str, Any]) -> pd.DataFrame:
 
 
 def select_trials(dataset: AtariHead, game: str, wanted: Any, highscore_trials: bool = True) -> list[TrialInfo]:
-    """The trials to score: `atari_head.trials` (ids), or every trial of the game on disk
+    """The trials to score: `saliency.trials` (ids), or every trial of the game on disk
     (without the v4 release's later best-player recordings when highscore_trials is false)."""
     key = atari_head_game(game)
     every = dataset.trials(game)
     found = [t for t in every if highscore_trials or not t.highscore]
     if wanted is None:
         if not found:
-            left_out = f" besides {len(every)} highscore trial(s), which atari_head.highscore_trials=false leaves out" if every else ""
-            raise ConfigError(f"atari_head.root={dataset.root}: no {key} trials there (game={game}){left_out}")
+            left_out = f" but {len(every)} highscore trial(s), which saliency.highscore_trials=false leaves out" if every else ""
+            raise ConfigError(f"saliency.root={dataset.root}: no {key} trials there (game={game}){left_out}")
         return found
     ids = [int(t) for t in ([wanted] if isinstance(wanted, (int, str)) else wanted)]
     infos = []
@@ -341,19 +341,19 @@ def select_trials(dataset: AtariHead, game: str, wanted: Any, highscore_trials: 
         try:
             info = dataset.trial(trial_id)
         except AtariHeadError as e:
-            raise ConfigError(f"atari_head.trials={trial_id}: {e}") from None
+            raise ConfigError(f"saliency.trials={trial_id}: {e}") from None
         if info.game != key:
-            raise ConfigError(f"atari_head.trials={trial_id}: a {info.game} trial, but the cell plays {game}")
+            raise ConfigError(f"saliency.trials={trial_id}: a {info.game} trial, but the cell plays {game}")
         if info.highscore and not highscore_trials:
-            raise ConfigError(f"atari_head.trials={trial_id}: a highscore trial, which atari_head.highscore_trials=false leaves out")
+            raise ConfigError(f"saliency.trials={trial_id}: a highscore trial, which saliency.highscore_trials=false leaves out")
         infos.append(info)
     return infos
 
 
 def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
     """Score one trained cell on Atari-HEAD; returns its trials.csv rows (None when skipped)."""
-    check_metrics_config(cfg)
-    ah = cfg.atari_head
+    check_saliency_config(cfg)
+    ah = cfg.saliency
     trained = open_trained_cell(cfg, cell)
     if trained is None:
         return None
@@ -362,11 +362,11 @@ def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
     if not model.has_saliency:
         log.info("%s: %s draws no saliency map; scoring the baselines only", cell.cell.key, model.name)
     if not maps:
-        raise ConfigError(f"atari_head.baselines=[]: {model.name} has no saliency map, so there is nothing to score")
+        raise ConfigError(f"saliency.baselines=[]: {model.name} has no saliency map, so there is nothing to score")
     settings = Settings.from_config(ah)
     key = cache_key(settings, trained.global_step, maps)
-    resolutions = _names("atari_head.resolutions", ah.resolutions, list(RESOLUTIONS))
-    alignments = _names("atari_head.frame_alignments", ah.frame_alignments, ALIGNMENTS)
+    resolutions = _names("saliency.resolutions", ah.resolutions, list(RESOLUTIONS))
+    alignments = _names("saliency.frame_alignments", ah.frame_alignments, ALIGNMENTS)
     dataset = open_dataset(cfg)
     infos = select_trials(dataset, cfg.game.name, ah.trials, settings.highscore_trials)
 

@@ -1,7 +1,7 @@
 """Saliency metrics against human gaze (SPEC.md §7, the paper's Table 4), and their baselines.
 
 Maps are 2-D numpy arrays of one shape; `fixations` are integer counts per pixel
-(`fls.gaze.fixation_map`). Every metric returns a float, or NaN where SPEC §7 leaves it
+(`fls.saliency.gaze.fixation_map`). Every metric returns a float, or NaN where SPEC §7 leaves it
 undefined: no fixation, a saliency map with a non-finite value, and the metric's own cases
 below. "~0" is numpy.isclose's default, |v| <= 1e-8, the tolerance the authors' code used
 through np.isclose / np.allclose (for sAUC's constant-map test also 1e-5 of the maximum).

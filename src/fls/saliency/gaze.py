@@ -46,7 +46,7 @@ import numpy as np
 from fls.envs import FrameStacker, max_frames, warp_frame
 
 if TYPE_CHECKING:
-    from fls.atari_head import Trial
+    from fls.saliency.atari_head import Trial
 
 RAW_SHAPE = (210, 160)  # rows (y), columns (x) of a recorded frame
 PROCESSED_SHAPE = (84, 84)
@@ -185,5 +185,5 @@ def play_trial(
     frame_alignment: Alignment = "spec",
     stack_fill: Literal["repeat", "zeros"] = "repeat",
 ) -> Iterator[ProcessedFrame]:
-    """`play` on an Atari-HEAD trial (`fls.atari_head.AtariHead.load`)."""
+    """`play` on an Atari-HEAD trial (`fls.saliency.atari_head.AtariHead.load`)."""
     return play(trial.frames(), trial.labels.gaze, frame_alignment=frame_alignment, stack_fill=stack_fill)

@@ -1,13 +1,13 @@
 """Score trained cells' saliency maps against human gaze on Atari-HEAD (SPEC.md §7, Table 4).
 
-    python src/saliency_metrics.py study=demo game=mspacman model=sparse_fls seed=1
-    python src/saliency_metrics.py -m study=paper game=mspacman,breakout model=sparse_fls seed=1,9
-    python src/saliency_metrics.py ... atari_head.root=/data/atari_head atari_head.resolutions=[210x160,84x84]
+    python src/saliency.py study=demo game=mspacman model=sparse_fls seed=1
+    python src/saliency.py -m study=paper game=mspacman,breakout model=sparse_fls seed=1,9
+    python src/saliency.py ... saliency.root=/data/atari_head saliency.resolutions=[210x160,84x84]
 
 Each cell's checkpoint is found through fls.rundir; per-frame results land in the cell's
 saliency/frames/, per-trial means in saliency/trials.csv (read by `python -m analysis
 table4`). Cached results for the same checkpoint and settings are not recomputed unless
-atari_head.overwrite=true. Settings: conf/metrics.yaml and conf/atari_head/default.yaml.
+saliency.overwrite=true. Settings: conf/saliency.yaml and conf/saliency/default.yaml.
 """
 
 import logging
@@ -15,17 +15,17 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from fls.atari_head import AtariHeadError
+from fls.saliency.atari_head import AtariHeadError
 from fls.cell_lifecycle import refuse
 from fls.checkpoint import CheckpointError
 from fls.errors import ConfigError
 from fls.rundir import cell_from_config
-from fls.saliency_scoring import score_cell
+from fls.saliency.scoring import score_cell
 
 log = logging.getLogger("saliency_metrics")
 
 
-@hydra.main(config_path="../conf", config_name="metrics", version_base="1.3")
+@hydra.main(config_path="../conf", config_name="saliency", version_base="1.3")
 def main(cfg: DictConfig):
     cell = None
     try:

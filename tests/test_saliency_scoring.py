@@ -1,4 +1,4 @@
-"""src/saliency_metrics.py end to end: real tiny trained cells scored on the real Atari-HEAD sample."""
+"""src/saliency.py end to end: real tiny trained cells scored on the real Atari-HEAD sample."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from analysis.load import TRIAL_COLUMNS
-from fls.atari_head import AtariHead
+from fls.saliency.atari_head import AtariHead
 from fls.trained_cell import load_model
-from fls.gaze import RAW_SHAPE, fixation_map, play_trial
-from fls.gaze import processed_indices
-from fls.metrics import center_bias, kl_divergence, nss, upscale_saliency
+from fls.saliency.gaze import RAW_SHAPE, fixation_map, play_trial
+from fls.saliency.gaze import processed_indices
+from fls.saliency.metrics import center_bias, kl_divergence, nss, upscale_saliency
 from fls.rundir import RunLayout
 
 from conftest import PYTHON, REPO
@@ -27,8 +27,8 @@ TRIAL = 593  # the sample's Ms. Pac-Man trial: 400 raw frames, 100 processed fra
 
 
 def metrics_cli(run_root: Path, root: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
-    cmd = [PYTHON, "src/saliency_metrics.py", *(["-m"] if multirun else []), "experiment=smoke", "game=mspacman",
-           f"run_root={run_root}", f"atari_head.root={root}", *overrides]
+    cmd = [PYTHON, "src/saliency.py", *(["-m"] if multirun else []), "experiment=smoke", "game=mspacman",
+           f"run_root={run_root}", f"saliency.root={root}", *overrides]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
@@ -109,8 +109,8 @@ def test_reruns_are_cached_and_other_settings_add_rows(scored: Path, atari_head_
     target = cell(scored)
     spec_file = target.saliency_frames(TRIAL, "spec", "210x160")
     before = spec_file.stat().st_mtime_ns
-    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "atari_head.resolutions=[210x160,84x84]",
-                      "atari_head.frame_alignments=[spec,paper]")
+    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "saliency.resolutions=[210x160,84x84]",
+                      "saliency.frame_alignments=[spec,paper]")
     assert res.returncode == 0, res.stderr[-2000:]
     assert spec_file.stat().st_mtime_ns == before  # cached: not recomputed
     trials = pd.read_csv(target.saliency_trials)
@@ -119,18 +119,18 @@ def test_reruns_are_cached_and_other_settings_add_rows(scored: Path, atari_head_
     assert paper["frames"] == 100 and paper["nss_frames"] == 99  # the authors' indexing: no gaze for frame 0
     # the same request again computes nothing: every file of the request is cached
     mtimes = {p: p.stat().st_mtime_ns for p in target.saliency_frames_dir().glob("*/*.parquet")}
-    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "atari_head.resolutions=[210x160,84x84]",
-                      "atari_head.frame_alignments=[spec,paper]")
+    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "saliency.resolutions=[210x160,84x84]",
+                      "saliency.frame_alignments=[spec,paper]")
     assert res.returncode == 0 and "; 2 cached" in res.stdout  # 2 alignments of 1 trial, both cached
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     # a setting that changes the numbers recomputes, and trials.csv shows only that setting's rows
-    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "atari_head.sauc_splits=10")
+    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "saliency.sauc_splits=10")
     assert res.returncode == 0, res.stderr[-2000:]
     assert spec_file.stat().st_mtime_ns != before
     assert len(pd.read_csv(target.saliency_trials)) == 3
     # overwrite=true recomputes even when cached
     again = spec_file.stat().st_mtime_ns
-    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "atari_head.sauc_splits=10", "atari_head.overwrite=true")
+    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "saliency.sauc_splits=10", "saliency.overwrite=true")
     assert res.returncode == 0 and spec_file.stat().st_mtime_ns != again
 
 
@@ -145,12 +145,12 @@ def test_table4_reads_the_results(scored: Path):
 
 @pytest.mark.parametrize(("overrides", "complaint"), [
     (["game=beamrider"], "game=beamrider: was never recorded in Atari-HEAD"),
-    (["atari_head.root=/nonexistent"], "atari_head.root=/nonexistent"),
-    (["atari_head.resolutions=[100x100]"], "atari_head.resolutions=100x100: expected one of 210x160, 84x84"),
-    (["atari_head.frame_alignments=[late]"], "atari_head.frame_alignments=late: expected one of spec, paper"),
-    (["atari_head.trials=[12345]"], "trial 12345 is not listed"),
-    (["atari_head.sauc_splits=0"], "atari_head.sauc_splits=0: must be a positive integer"),
-    (["atari_head.kl_sigma_84x84=0"], "atari_head.kl_sigma_84x84=0: must be a positive number of pixels"),
+    (["saliency.root=/nonexistent"], "saliency.root=/nonexistent"),
+    (["saliency.resolutions=[100x100]"], "saliency.resolutions=100x100: expected one of 210x160, 84x84"),
+    (["saliency.frame_alignments=[late]"], "saliency.frame_alignments=late: expected one of spec, paper"),
+    (["saliency.trials=[12345]"], "trial 12345 is not listed"),
+    (["saliency.sauc_splits=0"], "saliency.sauc_splits=0: must be a positive integer"),
+    (["saliency.kl_sigma_84x84=0"], "saliency.kl_sigma_84x84=0: must be a positive number of pixels"),
 ])
 def test_bad_settings_are_refused_in_one_line(trained: Path, atari_head_sample: Path, overrides, complaint):
     res = metrics_cli(trained, atari_head_sample, "model=sparse_fls", *overrides)
@@ -162,7 +162,7 @@ def test_bad_settings_are_refused_in_one_line(trained: Path, atari_head_sample: 
 def test_a_sweep_with_an_unrecorded_game_is_refused_before_any_cell_runs(trained: Path, atari_head_sample: Path):
     res = metrics_cli(trained, atari_head_sample, "game=mspacman,beamrider", "model=sparse_fls", multirun=True)
     assert res.returncode == 2 and "game=beamrider" in res.stderr
-    assert "saliency" not in res.stdout + res.stderr.replace("saliency_metrics", "")
+    assert "trial(s) of" not in res.stdout + res.stderr  # no cell was scored
 
 
 def test_an_untrained_cell_is_skipped_and_leaves_nothing(trained: Path, atari_head_sample: Path):
@@ -180,7 +180,7 @@ def test_a_broken_archive_fails_cleanly_and_keeps_earlier_results(tmp_path: Path
     runs = tmp_path / "runs"
     shutil.copytree(trained / "smoke" / "mspacman" / "sparse_fls", runs / "smoke" / "mspacman" / "sparse_fls",
                     ignore=shutil.ignore_patterns("saliency"))
-    res = metrics_cli(runs, data, "model=sparse_fls", "atari_head.max_frames=20")
+    res = metrics_cli(runs, data, "model=sparse_fls", "saliency.max_frames=20")
     assert res.returncode == 0, res.stderr[-2000:]
     target = cell(runs)
     good = target.saliency_trials.read_bytes()
@@ -188,7 +188,7 @@ def test_a_broken_archive_fails_cleanly_and_keeps_earlier_results(tmp_path: Path
 
     archive = next(data.rglob("*.tar.bz2"))
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 3])
-    res = metrics_cli(runs, data, "model=sparse_fls", "atari_head.overwrite=true")
+    res = metrics_cli(runs, data, "model=sparse_fls", "saliency.overwrite=true")
     assert res.returncode == 1
     lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and archive.name in lines[0], res.stderr
@@ -197,7 +197,7 @@ def test_a_broken_archive_fails_cleanly_and_keeps_earlier_results(tmp_path: Path
     assert frame_files == [Path("spec", f"trial_{TRIAL}_spec_210x160.parquet")]  # no temporary files left
 
 
-# The authors' computation: atari_head=paper
+# The authors' computation: saliency=paper
 
 def paper_release(atari_head_sample: Path, tmp_path: Path) -> Path:
     """The real sample trial as a regular trial of a v4 download (the release the paper used
@@ -216,7 +216,7 @@ def paper_release(atari_head_sample: Path, tmp_path: Path) -> Path:
 
 def test_paper_preset_reproduces_the_authors_computation(trained: Path, atari_head_sample: Path, tmp_path: Path):
     root = paper_release(atari_head_sample, tmp_path)
-    res = metrics_cli(trained, root, "model=sparse_fls", "atari_head=paper")
+    res = metrics_cli(trained, root, "model=sparse_fls", "saliency=paper")
     assert res.returncode == 0, res.stderr[-2000:]
     target = cell(trained)
     trials = pd.read_csv(target.saliency_trials)
@@ -254,7 +254,7 @@ def test_paper_preset_reproduces_the_authors_computation(trained: Path, atari_he
 
 def test_paper_preset_on_the_bundled_sample_has_no_trial_and_says_why(trained: Path, atari_head_sample: Path):
     # the bundled trial is a v4 highscore recording, which the paper's release did not have
-    res = metrics_cli(trained, atari_head_sample, "model=sparse_fls", "atari_head=paper")
+    res = metrics_cli(trained, atari_head_sample, "model=sparse_fls", "saliency=paper")
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "highscore" in lines[0], res.stderr

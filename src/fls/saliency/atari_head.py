@@ -38,11 +38,9 @@ LABEL_HEADER = ("frame_id", "episode_id", "score", "duration(ms)", "unclipped_re
 # The label fields before the gaze pairs, as `Labels` names them.
 SCALAR_FIELDS = ("episode_id", "score", "duration_ms", "unclipped_reward", "action")
 
-# Our registry's games (conf/game/) -> the dataset's game, normalised by `_normalise`.
-# breakout_infinite agents play Breakout; BeamRider was never recorded.
 # Our games' Atari-HEAD names (conf/game/<game>.yaml: atari_head), and those never recorded.
-GAMES = {name: str(cfg.atari_head) for name in group_options("game")
-         if (cfg := load_group("game", name)).atari_head is not None}
+GAMES = {name: str(game.atari_head) for name in group_options("game")
+         if (game := load_group("game", name)).atari_head is not None}
 NOT_RECORDED = tuple(name for name in group_options("game") if name not in GAMES)
 # Every game Atari-HEAD has (v4 meta_data.csv), normalised: a name outside this list in a
 # meta_data.csv is a typo or a foreign file, not a game we merely do not train on.
@@ -426,7 +424,7 @@ class AtariHead:
         self.meta_path = self.root / "meta_data.csv"
         if not self.meta_path.is_file():
             raise AtariHeadError(
-                f"{self.meta_path}: not found; atari_head.root must be the folder holding "
+                f"{self.meta_path}: not found; saliency.root must be the folder holding "
                 "meta_data.csv and the trials"
             )
         self.layout, self.meta = read_meta(self.meta_path)
