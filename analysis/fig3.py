@@ -1,5 +1,5 @@
 """Figure 3: reward curves, eprewmean against game frames, one panel per game, one line per
-model: the mean over seeds with a +/- std band (SPEC.md §4).
+model: the mean over seeds with a +/- std band (docs/protocol.md#ppo).
 
 Figures 6 and 7 (appendix) are the same plot for the models Figure 3 leaves out, so this
 module draws all three (`fig3`, `fig6`, `fig7`). Their captions name no exact model list;

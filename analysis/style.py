@@ -58,7 +58,7 @@ def _ordered(names: Iterable[str], order: list[str]) -> list[str]:
 
 
 def order_games(games: Iterable[str]) -> list[str]:
-    """SPEC order, then any game the registry does not know, alphabetically."""
+    """The paper's column order (conf/game: column), then any other game, alphabetically."""
     return _ordered(games, GAME_ORDER)
 
 

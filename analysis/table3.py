@@ -1,4 +1,4 @@
-"""Table 3: evaluation scores (SPEC.md §6), game x model.
+"""Table 3: evaluation scores (docs/protocol.md#evaluation), game x model.
 
 A cell pools every evaluated game of every seed of that (game, model), each cell on its own
 game (`eval/<game>/games.parquet`), and reports their mean +/- std (population std over

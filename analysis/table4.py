@@ -1,4 +1,4 @@
-"""Table 4: saliency metrics on Atari-HEAD (SPEC.md §7), beside the paper's values.
+"""Table 4: saliency metrics on Atari-HEAD (docs/protocol.md#saliency-metrics), beside the paper's values.
 
 From each cell's `saliency/trials.csv` (one row per trial, map, resolution and alignment;
 a row already averages its metric over the frames where it is defined):
@@ -6,7 +6,7 @@ a row already averages its metric over the frames where it is defined):
 - a table cell is mean +/- std over the seeds of (game, model) (population std);
 - the model-free maps (center prior, uniform) do not depend on the model: one extra row per
   map, mean +/- std over the game's trials (each trial once, whichever cells computed it).
-The tables show one resolution and frame alignment (default: 210x160, SPEC §7's alignment);
+The tables show one resolution and frame alignment (default: 210x160, docs/protocol.md#saliency-metrics's alignment);
 table4.csv holds every combination found.
 """
 

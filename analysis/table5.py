@@ -1,4 +1,4 @@
-"""Table 5: the Breakout agents evaluated on Breakout and on BreakoutInfinite (SPEC.md §5-6).
+"""Table 5: the Breakout agents evaluated on Breakout and on BreakoutInfinite (docs/protocol.md#breakoutinfinite).
 
 Both columns pool all games of all seeds, as Table 3. The gain is that of BreakoutInfinite's
 mean over Breakout's, taken over the seeds evaluated on both (so a seed evaluated on one

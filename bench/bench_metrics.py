@@ -2,7 +2,7 @@
 the authors' metrics.py (per-pixel Python loop and one roc_auc_score call per draw for
 shuffled AUC; np.average for NSS; cv2.GaussianBlur + scipy.stats.entropy for KL).
 
-Frames are the real Atari-HEAD sample's processed frames (fixations of SPEC §7) when
+Frames are the real Atari-HEAD sample's processed frames (fixations of docs/protocol.md#saliency-metrics) when
 ../shared/atari_head_sample is there, synthetic fixations otherwise; saliency maps are
 smooth random 84 x 84 maps upscaled to 210 x 160, as the metric pipeline does. Both
 implementations must give the same values (checked), then frames/s are compared.

@@ -34,7 +34,7 @@ from fls.models import MODELS, SpeedOptions, apply_speed_options, autocast_conte
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "models.json"
 DEFAULT_OPTIONS = ("eager", "channels_last", "compile", "bf16")
 REFERENCE = ("nature_cnn", "eager")
-NUM_ACTIONS = 4  # Breakout, the action count of SPEC.md §1's parameter column
+NUM_ACTIONS = 4  # Breakout, the action count of docs/protocol.md#names's parameter column
 
 
 def available_devices() -> list[str]:

@@ -1,4 +1,4 @@
-"""Evaluate trained cells (SPEC.md §6), or record their saliency videos.
+"""Evaluate trained cells (docs/protocol.md#evaluation), or record their saliency videos.
 
     python src/evaluate.py -m experiment=demo                          every cell of the demo
     python src/evaluate.py -m game=breakout,seaquest model=sparse_fls seed=0-4

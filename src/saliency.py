@@ -1,4 +1,4 @@
-"""Score trained cells' saliency maps against human gaze on Atari-HEAD (SPEC.md §7, Table 4).
+"""Score trained cells' saliency maps against human gaze on Atari-HEAD (docs/protocol.md#saliency-metrics, Table 4).
 
     python src/saliency.py study=demo game=mspacman model=sparse_fls seed=1
     python src/saliency.py -m study=paper game=mspacman,breakout model=sparse_fls seed=1,9

@@ -37,7 +37,7 @@ from conftest import PYTHON, REPO
 PAPER_VALUES = REPO / "data" / "paper_values"
 FRAMES_PER_UPDATE = 1024
 
-# SPEC.md §1: parameters with 4 actions; 6, 9 and 18 actions add 1,026, 2,565 and 7,182
+# docs/protocol.md#names: parameters with 4 actions; 6, 9 and 18 actions add 1,026, 2,565 and 7,182
 SPEC_PARAMS = {
     "nature_cnn": 1_686_693, "daqn": 130_726, "rs_ppo": 1_720_999, "rs_ppo_nopad": 1_720_999,
     "sparse_fls": 1_836_710, "sparse_fls_pool": 263_846, "sparse_fls_norm": 1_836_710,

@@ -1,4 +1,4 @@
-"""BreakoutInfinite (SPEC.md §5) on the real emulator, and Table 5's evaluation path.
+"""BreakoutInfinite (docs/protocol.md#breakoutinfinite) on the real emulator, and Table 5's evaluation path.
 
 To reach 864 in seconds, the RAM is set up like a game near its end: after the first
 serve every brick is removed but one row, and the score is set so that clearing that row

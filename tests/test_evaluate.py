@@ -1,4 +1,4 @@
-"""Evaluation (SPEC.md §6) and saliency videos, on real tiny trained cells."""
+"""Evaluation (docs/protocol.md#evaluation) and saliency videos, on real tiny trained cells."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §7's frame protocol: which raw frames feed each processed frame, the gaze union
+"""docs/protocol.md#saliency-metrics's frame protocol: which raw frames feed each processed frame, the gaze union
 behind it, fixation maps, and that the stacks are the training preprocessing itself."""
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def test_stacks_are_fls_envs_preprocessing(atari_head_sample: Path):
 
     trial = AtariHead(atari_head_sample).load(593)
     frames = list(trial.frames())[:41]
-    stacker = fls.envs.FrameStacker(1, 4, fill="repeat")  # SPEC §7's default
+    stacker = fls.envs.FrameStacker(1, 4, fill="repeat")  # docs/protocol.md#saliency-metrics's default
     expected = [stacker.reset(fls.envs.warp_frame(frames[0])[None])[0].copy()]
     for k in range(1, 11):
         image = fls.envs.warp_frame(fls.envs.max_frames(frames[4 * k - 1], frames[4 * k]))

@@ -1,4 +1,4 @@
-"""Saliency metrics against direct implementations written here from SPEC §7's definitions
+"""Saliency metrics against direct implementations written here from docs/protocol.md#saliency-metrics's definitions
 (plain loops), hand-made cases with known answers, and the undefined cases."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The model registry against SPEC.md §1-§3: parameter counts, saliency geometry, attention
+"""The model registry against docs/protocol.md#names: parameter counts, saliency geometry, attention
 maps, Baselines' initialisation, gradients, and the speed options against fp32 eager."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from fls.models import (
 )
 from fls.models.layers import dense_block, sparse_block
 
-# SPEC.md §1: parameters with 4 actions, and what 6, 9 and 18 actions add.
+# docs/protocol.md#names: parameters with 4 actions, and what 6, 9 and 18 actions add.
 SPEC_PARAMS_4_ACTIONS = {
     "nature_cnn": 1_686_693,
     "daqn": 130_726,
@@ -49,7 +49,7 @@ SPEC_PARAMS_4_ACTIONS = {
 }
 SPEC_EXTRA_PARAMS = {4: 0, 6: 1_026, 9: 2_565, 18: 7_182}
 
-# SPEC.md §3: which grid each model's map lives on.
+# docs/protocol.md#saliency-map-of-a-frame: which grid each model's map lives on.
 SPEC_GEOMETRY = {name: SPARSE_7X7 for name in SPEC_PARAMS_4_ACTIONS if name != "nature_cnn"}
 SPEC_GEOMETRY.update(sparse_fls_first_conv=FIRST_CONV_20X20, sparse_fls_each_conv=FIRST_CONV_20X20,
                      dense_fls=DENSE_84X84, dense_fls_norelu=DENSE_84X84)
@@ -85,7 +85,7 @@ def seeded_model(name: str, num_actions: int = NUM_ACTIONS, seed: int = 0) -> nn
 
 
 # ---------------------------------------------------------------------------------------
-# Registry and parameter counts (SPEC.md §1)
+# Registry and parameter counts (docs/protocol.md#names)
 # ---------------------------------------------------------------------------------------
 
 
@@ -110,7 +110,7 @@ def test_unknown_model_names_the_accepted_ones():
 
 
 # ---------------------------------------------------------------------------------------
-# Saliency geometry (SPEC.md §3)
+# Saliency geometry (docs/protocol.md#saliency-map-of-a-frame)
 # ---------------------------------------------------------------------------------------
 
 
@@ -247,7 +247,7 @@ def test_daqn_attention_is_a_softmax_over_positions():
 
 @pytest.mark.parametrize("name", ["rs_ppo", "rs_ppo_nopad"])
 def test_rs_ppo_attention_is_two_softmaxes_summed(name):
-    # SPEC.md §2: a softmax over positions per channel, then the sum of the 2 channels, so
+    # docs/protocol.md#architectures: a softmax over positions per channel, then the sum of the 2 channels, so
     # the map sums to 2 (each head to 1), as in the authors' cnn_rsppo.
     model = seeded_model(name)
     obs = frames()
@@ -282,7 +282,7 @@ def test_frames_must_be_uint8():
 
 
 # ---------------------------------------------------------------------------------------
-# Forward pass against SPEC.md §2 written out with functional ops and the model's weights
+# Forward pass against docs/protocol.md#architectures written out with functional ops and the model's weights
 # ---------------------------------------------------------------------------------------
 
 
@@ -314,7 +314,7 @@ def spec_fls(module, kernel=3, base2=False, norm=False):
 
 
 def spec_forward(name: str, model: nn.Module, obs: torch.Tensor):
-    """(logits, value, attention) of SPEC.md §2, from the model's parameters."""
+    """(logits, value, attention) of docs/protocol.md#architectures, from the model's parameters."""
     e, x = model.encoder, obs.float() / 255
     relu_last = "norelu" not in name
     attention = None
@@ -366,7 +366,7 @@ def test_forward_is_the_spec_architecture(name):
 
 
 # ---------------------------------------------------------------------------------------
-# Initialisation (SPEC.md §2, Baselines)
+# Initialisation (docs/protocol.md#architectures, Baselines)
 # ---------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""BreakoutInfinite (SPEC.md §5): Breakout whose wall comes back after 864 points.
+"""BreakoutInfinite (docs/protocol.md#breakoutinfinite): Breakout whose wall comes back after 864 points.
 
 Breakout's wall holds 432 points. The cartridge rebuilds it when the score it keeps in
 RAM equals 432 (checked a few dozen frames after the brick that made it, when the ball

@@ -1,4 +1,4 @@
-"""The one env factory: the DeepMind/Baselines Atari stack (SPEC.md §4) on two backends.
+"""The one env factory: the DeepMind/Baselines Atari stack (docs/protocol.md#ppo) on two backends.
 
 Training, evaluation and the Atari-HEAD metrics all get their frames from here:
 `make_vec_env` builds a batch of games, `warp_frame` / `max_frames` / `FrameStacker` are
@@ -52,7 +52,7 @@ class FrameStacker:
     `fill` says what a restarted stack holds besides the new frame: "zeros" is Baselines
     ppo2's VecFrameStack, which zeroes an env's stack on every done (a lost life too) and
     is what the paper's agents saw; "repeat" is Baselines' FrameStack wrapper, the new
-    frame k times (SPEC.md §7 uses it for Atari-HEAD stacks).
+    frame k times (docs/protocol.md#saliency-metrics uses it for Atari-HEAD stacks).
     """
 
     FILLS = ("zeros", "repeat")

@@ -1,4 +1,4 @@
-"""The evaluation protocol of SPEC.md §6: full games with an unseen seed, counted exactly.
+"""The evaluation protocol of docs/protocol.md#evaluation: full games with an unseen seed, counted exactly.
 
 Each of `eval.num_envs` envs plays a fixed share of `eval.games` full games (all lives),
 with no-op starts as in training and actions sampled from the policy. An env that has
@@ -133,7 +133,7 @@ def summarize(games: pd.DataFrame) -> dict[str, Any]:
 
 
 def evaluate_cell(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
-    """Score one cell per SPEC.md §6; returns its summary (None when skipped)."""
+    """Score one cell per docs/protocol.md#evaluation; returns its summary (None when skipped)."""
     game = eval_game(cfg)
     summary_path, games_path = cell.eval_summary(game.name), cell.eval_games(game.name)
     trained = open_trained_cell(cfg, cell)

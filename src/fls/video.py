@@ -1,7 +1,7 @@
 """Saliency videos and contact sheets of a trained cell (the paper's Figure 4 and videos).
 
 Each frame shows the raw 210 x 160 screen with the saliency map resized onto it
-(bilinear, SPEC.md §3) as a colour overlay, beside the 84 x 84 observation the agent
+(bilinear, docs/protocol.md#saliency-map-of-a-frame) as a colour overlay, beside the 84 x 84 observation the agent
 saw with the map at its own resolution. Maps are divided by the largest value in the
 clip, so brightness compares across the clip. nature_cnn has no map: its video shows
 the game alone.

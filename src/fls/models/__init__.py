@@ -1,4 +1,4 @@
-"""The paper's models (SPEC.md §1-§3), built by name from one registry.
+"""The paper's models (docs/protocol.md#names), built by name from one registry.
 
     model = build_model("sparse_fls", num_actions=4)
     logits, value = model(obs)                      # obs: uint8 N x 4 x 84 x 84

@@ -1,6 +1,6 @@
 """The one agent class: an encoder (the part that differs between the paper's rows, see
 nature_cnn.py, fls.py, daqn.py, rs_ppo.py), then Baselines' head: fc 512 + ReLU, a policy
-layer and a value layer (SPEC.md §2)."""
+layer and a value layer (docs/protocol.md#architectures)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ class ActorCritic(nn.Module):
         return render_saliency(self.encoder.saliency_grid(attention), self.encoder.saliency_geometry)
 
     def saliency(self, obs: torch.Tensor) -> torch.Tensor:
-        """Saliency map of each frame (SPEC.md §3): N x 84 x 84, float32, >= 0."""
+        """Saliency map of each frame (docs/protocol.md#saliency-map-of-a-frame): N x 84 x 84, float32, >= 0."""
         return self.saliency_from_attention(self.attention(obs))
 
 

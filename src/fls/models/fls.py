@@ -1,6 +1,6 @@
 """Free-Lunch Saliency (the paper's section 3): a small conv module turns features into a
 non-negative map, and the features are multiplied by it, so the map is what the policy
-sees through. Sparse, dense, and inside-the-block variants (SPEC.md §2)."""
+sees through. Sparse, dense, and inside-the-block variants (docs/protocol.md#architectures)."""
 
 from __future__ import annotations
 

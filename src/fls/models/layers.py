@@ -1,4 +1,4 @@
-"""Layers every model shares (SPEC.md §2): Baselines' initialisation, SoftPlus2, the sparse
+"""Layers every model shares (docs/protocol.md#architectures): Baselines' initialisation, SoftPlus2, the sparse
 (Nature CNN) and dense conv blocks, and the uint8 -> [0, 1] input scaling."""
 
 from __future__ import annotations

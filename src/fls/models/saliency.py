@@ -1,4 +1,4 @@
-"""Drawing an attention map back onto the 84 x 84 input (SPEC.md §3).
+"""Drawing an attention map back onto the 84 x 84 input (docs/protocol.md#saliency-map-of-a-frame).
 
 Each cell of the map spreads its value uniformly over its receptive field: a transposed
 convolution with a kernel of ones, then a clamp at 0 (as the authors' visualization.py).
@@ -28,7 +28,7 @@ class SaliencyGeometry:
         return (INPUT_SIZE + 2 * self.padding - self.kernel) // self.stride + 1
 
 
-# The receptive fields of SPEC.md §3 (tests/test_models.py checks them against the convs).
+# The receptive fields of docs/protocol.md#saliency-map-of-a-frame (tests/test_models.py checks them against the convs).
 SPARSE_7X7 = SaliencyGeometry(kernel=36, stride=8, padding=0)  # the sparse block's output
 FIRST_CONV_20X20 = SaliencyGeometry(kernel=8, stride=4, padding=0)  # the first conv's output
 DENSE_84X84 = SaliencyGeometry(kernel=13, stride=1, padding=6)  # the dense block's output

@@ -1,4 +1,4 @@
-"""Atari-HEAD (Zhang et al. 2019, Zenodo record 3451402): trials, labels and frames (SPEC.md §7).
+"""Atari-HEAD (Zhang et al. 2019, Zenodo record 3451402): trials, labels and frames (docs/protocol.md#saliency-metrics).
 
 Point `AtariHead` at a download; the layout is told from the header of its `meta_data.csv`:
 

@@ -1,4 +1,4 @@
-"""An Atari-HEAD trial as an agent sees it, with the gaze behind each view (SPEC.md §7).
+"""An Atari-HEAD trial as an agent sees it, with the gaze behind each view (docs/protocol.md#saliency-metrics).
 
 The recorded frames go through the training preprocessing itself (`fls.envs.max_frames`,
 `warp_frame`, `FrameStacker`), with the agent's actions ignored and no no-op or fire
@@ -29,7 +29,7 @@ instead. It differs in two ways, both from indexing:
    ``last_frame`` arithmetic). The default keeps every multiple of 4 up to N - 1.
 
 The stacks themselves are the same under both alignments. Separately, ``stack_fill``
-chooses what fills the stack at reset: ``"repeat"`` (SPEC §7 and our FrameStacker, raw
+chooses what fills the stack at reset: ``"repeat"`` (docs/protocol.md#saliency-metrics and our FrameStacker, raw
 frame 0 four times) or ``"zeros"`` (what the authors' agents saw: Baselines'
 VecFrameStack zeroes the stack and puts the first frame last), which changes processed
 frames 0, 4 and 8 only.

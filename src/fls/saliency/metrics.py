@@ -1,7 +1,7 @@
-"""Saliency metrics against human gaze (SPEC.md §7, the paper's Table 4), and their baselines.
+"""Saliency metrics against human gaze (docs/protocol.md#saliency-metrics, the paper's Table 4), and their baselines.
 
 Maps are 2-D numpy arrays of one shape; `fixations` are integer counts per pixel
-(`fls.saliency.gaze.fixation_map`). Every metric returns a float, or NaN where SPEC §7 leaves it
+(`fls.saliency.gaze.fixation_map`). Every metric returns a float, or NaN where docs/protocol.md#saliency-metrics leaves it
 undefined: no fixation, a saliency map with a non-finite value, and the metric's own cases
 below. "~0" is numpy.isclose's default, |v| <= 1e-8, the tolerance the authors' code used
 through np.isclose / np.allclose (for sAUC's constant-map test also 1e-5 of the maximum).
@@ -57,11 +57,11 @@ def kl_divergence(saliency: np.ndarray, fixations: np.ndarray, sigma: float = 5.
     The fixation map is blurred as scipy.ndimage.gaussian_filter(sigma, mode="mirror",
     truncate=4) does (`blur_fixations`): the kernel and border (reflect without repeating
     the edge pixel) of the cv2.GaussianBlur the authors used, to 1e-15.
-    SPEC §7: sigma 5 at 210 x 160, 2 at 84 x 84.
+    docs/protocol.md#saliency-metrics: sigma 5 at 210 x 160, 2 at 84 x 84.
     NaN if the saliency map is ~0 everywhere or ~0 anywhere the blurred fixations are > 0
     (within 4 sigma of a fixation). "~0" is absolute, as in the authors' code, so it depends
     on the map's scale: values below 1e-8 there make the frame undefined.
-    Saliency maps must be non-negative (ours are clamped at 0, SPEC §3).
+    Saliency maps must be non-negative (ours are clamped at 0, docs/protocol.md#saliency-map-of-a-frame).
     """
     pair = _pair(saliency, fixations)
     if pair is None:
@@ -109,7 +109,7 @@ def shuffled_auc(
 ) -> float:
     """Shuffled AUC: fixated pixels against pixels other frames' viewers fixated.
 
-    `other_fixations`: the summed fixation maps of other frames of the trial (SPEC: 10,
+    `other_fixations`: the summed fixation maps of other frames of the trial (the protocol: 10,
     see `pick_other_frames`), as one map or as a sequence / 3-D stack of maps, summed here.
     The map is min-max normalised (NaN if constant: max - min ~0 or within 1e-5 of max).
     Positives are its values at the fixated pixels, repeated by count; each of `n_splits`

@@ -1,4 +1,4 @@
-"""Score a trained cell's saliency maps against Atari-HEAD gaze (SPEC.md §7, Table 4).
+"""Score a trained cell's saliency maps against Atari-HEAD gaze (docs/protocol.md#saliency-metrics, Table 4).
 
 For each trial of the cell's game, each frame alignment and resolution asked for:
 

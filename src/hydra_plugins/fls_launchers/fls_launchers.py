@@ -8,14 +8,14 @@ there, and the sweep stops waiting for the rest and reports none of them. These 
   state and its log, so the sweeper's summary lists it beside the cells that raised;
 - with `hydra.launcher.wait=false`, submit and return at once, printing the job ids and
   how to follow them (the jobs do not need the submitting process);
-- record every job in the sweep directory's jobs.jsonl (launchers/jobs.py), which
-  sweep-status reads.
+- record every job in the sweep directory's jobs file (fls.job_records), with the cell it
+  runs (the sweep's grid, hydra_plugins/fls_sweeper/grid.py), which sweep-status reads.
 
 Everything else is upstream's: the job runs the launcher's `__call__`, and on SLURM's
 pre-timeout signal (USR2) submitit calls its `checkpoint`, which resubmits the same cell.
 
 Hydra groups: hydra/launcher=fls_submitit_slurm and fls_submitit_local, used by the
-profiles in launchers/conf/launcher/.
+profiles in conf/launcher/.
 """
 
 import getpass
@@ -23,18 +23,20 @@ import logging
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
-from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
-from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
+
+from fls import job_records
+from fls.rundir import SweepDir
+from hydra_plugins.fls_sweeper.grid import cells_of
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +67,6 @@ class FlsLocalConf(LocalQueueConf):
 
 ConfigStore.instance().store(group="hydra/launcher", name="fls_submitit_slurm", node=FlsSlurmConf, provider="fls-sweeps")
 ConfigStore.instance().store(group="hydra/launcher", name="fls_submitit_local", node=FlsLocalConf, provider="fls-sweeps")
-
-
-class LauncherProfiles(SearchPathPlugin):
-    """Puts launchers/conf/ (the `launcher` group) on the search path of every app of the
-    project: train, evaluate, metrics. A `hydra.searchpath` key would do it only in a primary
-    config, and Hydra refuses a config that sets it when another config includes it."""
-
-    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        search_path.append(provider="fls-launchers", path="pkg://launchers.conf")
 
 
 def _why_dead(job: Any, error: Exception) -> str:
@@ -150,42 +143,24 @@ class _Launcher(BaseSubmititLauncher):
         return list(executor.map_array(self, *zip(*job_params)))
 
     def _cells(self, job_overrides: Sequence[Sequence[str]]) -> List[Optional[Dict[str, Any]]]:
-        """The (game, model, seed) each job trains, or None for an app without cells.
-
-        Cells that differ only in seed share one composition: composing costs ~60 ms, and a
-        paper sweep has 450 cells but 90 (game, model) pairs.
-        """
-        from fls.rundir import cell_from_config
-
+        """The cell ({study, game, model, seed}) each job trains, or None for an app without cells."""
         assert self.hydra_context is not None and self.config is not None
-        composed: Dict[Tuple[str, ...], Optional[Dict[str, Any]]] = {}
-        cells: List[Optional[Dict[str, Any]]] = []
-        for overrides in job_overrides:
-            seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), None)
-            rest = tuple(o for o in overrides if not o.startswith("seed="))
-            if rest not in composed:
-                try:
-                    cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-                    cell = cell_from_config(cfg).cell
-                    composed[rest] = {"study": cell.study, "game": cell.game, "model": cell.model, "seed": cell.seed}
-                except Exception:  # an app whose config has no cell (study, game, model, seed)
-                    composed[rest] = None
-            cell_dict = composed[rest]
-            if cell_dict is not None and seed is not None:
-                cell_dict = {**cell_dict, "seed": int(seed)}
-            cells.append(cell_dict)
-        return cells
+        loader, config = self.hydra_context.config_loader, self.config
+        try:
+            cells = cells_of(job_overrides, lambda overrides: loader.load_sweep_config(config, overrides))
+        except Exception as e:  # the jobs are submitted: record them without their cells
+            log.warning("cannot tell the cells of the jobs (%s: %s); recording them without their cells", type(e).__name__, e)
+            return [None] * len(job_overrides)
+        return [asdict(cell) if cell is not None else None for cell in cells]
 
     def _record(self, jobs: List[Any], job_overrides: Sequence[Sequence[str]], submitted: float) -> None:
-        from launchers import jobs as job_records
-
         assert self.config is not None
         # the sweep's command line: Hydra files hydra.* overrides apart from the task's
         sweep_overrides = list(self.config.hydra.overrides.task) + [
             o for o in self.config.hydra.overrides.hydra if not o.startswith("hydra.mode=")
         ]
         job_records.append(
-            str(self.config.hydra.sweep.dir),
+            SweepDir(self.config.hydra.sweep.dir).jobs_file,
             (
                 {
                     "job_id": str(job.job_id),
@@ -207,7 +182,7 @@ class _Launcher(BaseSubmititLauncher):
         assert self.config is not None
         study, run_root = self.config.get("study"), self.config.get("run_root")
         if study is None or run_root is None:
-            return f"see {self.config.hydra.sweep.dir}/jobs.jsonl"
+            return f"see {SweepDir(self.config.hydra.sweep.dir).jobs_file}"
         return f"python -m launchers.status --study {study} --run-root {run_root}"
 
     def _tell_how_to_follow(self, jobs: List[Any]) -> None:

@@ -2,7 +2,8 @@
 
 - `seed=0-4` is an inclusive integer range (also inside lists: `seed=0-2,9`). Hydra's own
   `seed=1,9,17` and `seed=range(0,5)` keep working. Which keys take ranges is
-  `hydra.sweeper.range_keys`.
+  `hydra.sweeper.range_keys`. The grid is grid.py's, shared with the launchers' job
+  records and sweep-status.
 - Preflight: every cell's config is composed and checked (`hydra.sweeper.preflight`, a
   dotted path to a function that raises on a bad config) before any cell is launched, so
   bad input fails with one line and writes nothing.
@@ -13,27 +14,19 @@
 
 import importlib
 import logging
-import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
+from fls.rundir import SweepDir
+from hydra_plugins.fls_sweeper.grid import SweepError, cell_overrides
+
 log = logging.getLogger(__name__)
-
-INT = re.compile(r"^[+-]?\d+$")
-RANGE = re.compile(r"^([+-]?\d+)-([+-]?\d+)$")
-
-
-class SweepError(CompactHydraException):
-    """Bad sweep input: printed as one line, exit status 2, nothing launched."""
 
 
 class CellsFailed(SweepError):
@@ -54,39 +47,6 @@ class FlsSweeperConf:
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="fls", node=FlsSweeperConf, provider="fls-sweeps")
-
-
-def expand_token(key: str, token: str) -> List[str]:
-    """One element of a `key=` value: an integer stays, `lo-hi` becomes lo..hi."""
-    token = token.strip()
-    if INT.match(token):
-        return [str(int(token))]
-    m = RANGE.match(token)
-    if m:
-        lo, hi = int(m.group(1)), int(m.group(2))
-        if lo > hi:
-            raise SweepError(
-                f"{key}={token}: a range runs from low to high (inclusive), e.g. {key}={hi}-{lo}"
-            )
-        return [str(k) for k in range(lo, hi + 1)]
-    raise SweepError(
-        f"{key}={token}: expected an integer, an inclusive range like {key}=0-4, "
-        f"a list like {key}=1,9,17 or {key}=range(0,5)"
-    )
-
-
-def expand_ranges(arguments: Sequence[str], range_keys: Sequence[str]) -> List[str]:
-    """Rewrite `seed=0-4` as `seed=0,1,2,3,4` before Hydra parses the overrides."""
-    out = []
-    for arg in arguments:
-        key, sep, value = arg.partition("=")
-        bare_key = key.lstrip("+~")
-        if not sep or bare_key not in range_keys or "(" in value or "[" in value:
-            out.append(arg)  # Hydra's own syntax: range(...), choice(...), [..] lists
-            continue
-        values = [v for token in value.split(",") for v in expand_token(bare_key, token)]
-        out.append(f"{key}={','.join(values)}")
-    return out
 
 
 def import_callable(path: str) -> Callable[[DictConfig], Any]:
@@ -134,11 +94,9 @@ class FlsSweeper(BasicSweeper):
         assert self.config is not None and self.launcher is not None
         assert self.hydra_context is not None
 
-        params_conf = expand_ranges(self._parse_config(), self.range_keys)
-        params_conf.extend(expand_ranges(arguments, self.range_keys))
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides(params_conf)
-        self.overrides = self.split_arguments(overrides, self.max_batch_size)
+        cells = cell_overrides(self._parse_config() + list(arguments), self.range_keys,
+                               self.hydra_context.config_loader)
+        self.overrides = list(self.split_overrides_to_chunks(cells, self.max_batch_size))
 
         # Check every batch before launching any, so a bad value anywhere writes nothing.
         for batch in self.overrides:
@@ -150,9 +108,9 @@ class FlsSweeper(BasicSweeper):
             except ValueError as e:
                 raise SweepError(str(e)) from e
 
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        sweep_dir = SweepDir(self.config.hydra.sweep.dir)
+        sweep_dir.path.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir.config)
 
         returns: List[Sequence[JobReturn]] = []
         failed: List[JobReturn] = []
