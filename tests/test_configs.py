@@ -172,3 +172,20 @@ def test_every_yaml_key_is_commented():
         for i, line in enumerate(lines):
             if line and not line.startswith((" ", "#", "-")) and ":" in line and line.split(":")[0] not in ("defaults", "hydra"):
                 assert i and lines[i - 1].startswith("#"), f"{path.name}: no comment above {line!r}"
+
+
+@pytest.mark.parametrize("entry", ["train", "evaluate", "saliency"])
+@pytest.mark.parametrize("experiment", sorted(names("experiment")))
+def test_every_experiment_composes_with_every_entry_config(entry, experiment):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(entry, overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    assert cfg.study and cfg.game.name in names("game") and cfg.model.name in names("model")
+    # the sweep the experiment names: every game and model it lists exists
+    params = cfg.hydra.sweeper.params or {}
+    for group in ("game", "model"):
+        if group in params:
+            listed = str(params[group])
+            chosen = names(group) if listed.startswith("glob(") else set(listed.split(","))
+            assert chosen <= names(group), (experiment, group, chosen - names(group))
+    if entry == "saliency":
+        assert cfg.saliency.preset == "spec"
