@@ -5,7 +5,7 @@
                                                                       the failed and missing cells
     python -m launchers.status --study paper --resubmit-failed --run  ... and runs it
 
-States (each cell's status.json through fls.rundir, and the state of its latest job):
+States (fls.rundir.CellState, from each cell's status.json and the state of its latest job):
   done         finished
   running      training now: its job runs, or (without SLURM) its process is alive
   queued       its job waits in SLURM: not yet started, or requeued after a signal
@@ -13,9 +13,10 @@ States (each cell's status.json through fls.rundir, and the state of its latest 
                table is followed by the end of its train.log and of its job's log
   resumable    interrupted, or left a checkpoint, and nothing runs it: a rerun resumes it
   not started  in the study's grid, but no directory and no job
-The grid is the union of the cells on disk, the sweep saved in <study>/multirun.yaml and the
-jobs recorded in <study>/jobs.jsonl (launchers/jobs.py). Without squeue/sacct the table is
-built from the directories alone.
+The grid is the union of the cells on disk, the sweep saved in <study>/multirun.yaml (expanded
+as the sweeper expands it: hydra_plugins/fls_sweeper/_grid.py) and the jobs recorded in
+<study>/jobs.jsonl (fls.job_records). Without squeue/sacct the table is built from the
+directories alone.
 """
 
 from __future__ import annotations
@@ -31,9 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fls.rundir import DONE, FAILED, INTERRUPTED, RUNNING, Cell, CellDir, RunLayout
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
-from launchers import jobs as job_records
+from fls import job_records
+from fls.rundir import Cell, CellDir, CellState, RunLayout
+from hydra_plugins.fls_sweeper._grid import cell_overrides, cells_of
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO / "src" / "train.py"
@@ -41,12 +46,11 @@ TRAIN_APP = "train"
 # The keys that name a cell; a rerun command sets them itself.
 CELL_KEYS = ("game", "model", "seed", "study", "run_root")
 
-DONE_, RUNNING_, QUEUED, FAILED_, RESUMABLE, NOT_STARTED = (
-    "done", "running", "queued", "failed", "resumable", "not started",
-)
-STATES = (DONE_, RUNNING_, QUEUED, FAILED_, RESUMABLE, NOT_STARTED)
+# The order of the summary line.
+STATES = (CellState.DONE, CellState.RUNNING, CellState.QUEUED, CellState.FAILED, CellState.RESUMABLE,
+          CellState.NOT_STARTED)
 # What the rerun command covers.
-TO_RERUN = (FAILED_, RESUMABLE, NOT_STARTED)
+TO_RERUN = (CellState.FAILED, CellState.RESUMABLE, CellState.NOT_STARTED)
 
 # SLURM job states (squeue/sacct), by what they mean for the cell.
 SLURM_WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
@@ -61,7 +65,7 @@ TAIL_LINES = 8
 @dataclass
 class Row:
     cell: Cell
-    state: str
+    state: CellState
     progress: str = "-"
     job_id: str | None = None
     slurm_state: str | None = None
@@ -74,47 +78,31 @@ class Row:
 # The grid
 
 
-def multirun_cells(study_dir: Path, study: str) -> set[Cell]:
-    """The cells of the sweep saved in multirun.yaml: its overrides expanded and composed,
-    as the sweeper does (cells differing only in seed share one composition)."""
-    path = study_dir / "multirun.yaml"
+def multirun_cells(layout: RunLayout, study: str) -> set[Cell]:
+    """The cells of the sweep saved in the study's multirun.yaml, as the sweeper made them."""
+    path = layout.sweep(study).config
     if not path.is_file():
         return set()
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra_plugins.fls_sweeper.fls_sweeper import expand_ranges
-    from omegaconf import OmegaConf
-
-    saved = OmegaConf.load(path)
-    hydra = saved.hydra
+    hydra = OmegaConf.load(path).hydra
     sources = [s for s in hydra.runtime.config_sources if s.provider == "main" and s.schema == "file"]
     if not sources:
         return set()
     range_keys = list(hydra.sweeper.get("range_keys") or ["seed"])
     params = [f"{k}={v}" for k, v in (hydra.sweeper.get("params") or {}).items()]
-    arguments = expand_ranges(params + list(hydra.overrides.task), range_keys)
-    parsed = OverridesParser.create().parse_overrides(arguments)
-    combos = BasicSweeper.split_arguments(parsed, None)[0]
+    grid = cell_overrides(params + list(hydra.overrides.task), range_keys)
 
-    cells: set[Cell] = set()
-    composed: dict[tuple[str, ...], Any] = {}
+    def compose_cell(overrides: list[str]) -> Any:
+        # Launcher and other hydra.* settings do not move a cell.
+        task = [o for o in overrides if not o.startswith("hydra.")]
+        return compose(config_name=str(hydra.job.config_name), overrides=task)
+
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=sources[0].path, version_base="1.3", job_name=str(hydra.job.name)):
-        for combo in combos:
-            # Launcher and other hydra.* settings do not move a cell.
-            combo = [o for o in combo if not o.startswith("hydra.")]
-            seed = next((o.split("=", 1)[1] for o in combo if o.startswith("seed=")), None)
-            rest = tuple(o for o in combo if not o.startswith("seed="))
-            if rest not in composed:
-                cfg = compose(config_name=str(hydra.job.config_name), overrides=combo)
-                composed[rest] = (str(cfg.study), str(cfg.game.name), str(cfg.model.name), cfg.seed)
-            cell_study, game, model, default_seed = composed[rest]
-            if cell_study == study:
-                cells.add(Cell(study, game, model, int(seed if seed is not None else default_seed)))
-    GlobalHydra.instance().clear()
-    return cells
+    try:
+        with initialize_config_dir(config_dir=sources[0].path, version_base="1.3", job_name=str(hydra.job.name)):
+            cells = cells_of(grid, compose_cell)
+    finally:
+        GlobalHydra.instance().clear()
+    return {cell for cell in cells if cell is not None and cell.study == study}
 
 
 def recorded_cells(records: list[dict[str, Any]], study: str) -> dict[Cell, dict[str, Any]]:
@@ -185,50 +173,49 @@ def status_job_id(status: dict[str, Any]) -> str | None:
 
 
 def classify(status: dict[str, Any], has_checkpoint: bool, slurm: dict[str, str] | None,
-             alive: bool | None) -> tuple[str, str]:
+             alive: bool | None) -> tuple[CellState, str]:
     """(state, note) of one cell. `slurm`: its latest job's state, None when unknown;
     `alive`: whether its process runs here, None when that cannot be told."""
     state = status.get("state")
     job = slurm.get("state") if slurm else None
-    if state == DONE:
-        return DONE_, ""
+    if state == CellState.DONE:
+        return CellState.DONE, ""
     if job in SLURM_WAITING:
         reason = f" ({slurm['reason']})" if slurm.get("reason") else ""
-        return QUEUED, ("requeued" if state else "waiting") + reason
+        return CellState.QUEUED, ("requeued" if state else "waiting") + reason
     if job in SLURM_RUNNING:
-        return RUNNING_, ""
+        return CellState.RUNNING, ""
     resume = "a rerun resumes it" if has_checkpoint else "no checkpoint: a rerun starts it over"
-    if state == FAILED:
-        return FAILED_, status.get("error") or ""
-    if state == INTERRUPTED:
+    if state == CellState.FAILED:
+        return CellState.FAILED, status.get("error") or ""
+    if state == CellState.INTERRUPTED:
         why = f" ({status['error']})" if status.get("error") else ""
-        return RESUMABLE, f"interrupted{why}; {resume}"
-    if state == RUNNING:
+        return CellState.RESUMABLE, f"interrupted{why}; {resume}"
+    if state == CellState.RUNNING:
         if alive:
-            return RUNNING_, ""
+            return CellState.RUNNING, ""
         if job == GONE:
-            return FAILED_, f"SLURM no longer knows its job; {resume}"
+            return CellState.FAILED, f"SLURM no longer knows its job; {resume}"
         if job is not None:
-            return FAILED_, f"its job ended {job} while training; {resume}"
+            return CellState.FAILED, f"its job ended {job} while training; {resume}"
         if alive is False:
-            return FAILED_, f"process {status.get('pid')} is gone; {resume}"
-        return RUNNING_, f"on {status.get('host')} (not verified here)"
+            return CellState.FAILED, f"process {status.get('pid')} is gone; {resume}"
+        return CellState.RUNNING, f"on {status.get('host')} (not verified here)"
     if job == GONE:
-        return FAILED_, "its job left the queue without running and without a SLURM record (cancelled while pending?)"
+        return CellState.FAILED, "its job left the queue without running and without a SLURM record (cancelled while pending?)"
     if job is not None and job != "COMPLETED":
-        return FAILED_, f"its job ended {job} before the cell started"
+        return CellState.FAILED, f"its job ended {job} before the cell started"
     if has_checkpoint:
-        return RESUMABLE, resume
-    return NOT_STARTED, ""
+        return CellState.RESUMABLE, resume
+    return CellState.NOT_STARTED, ""
 
 
 def collect(layout: RunLayout, study: str, use_slurm: bool = True) -> list[Row]:
-    study_dir = layout.study_dir(study)
-    records = recorded_cells(job_records.read(study_dir), study)
+    records = recorded_cells(job_records.read(layout.jobs_file(study)), study)
     try:
-        grid = multirun_cells(study_dir, study)
+        grid = multirun_cells(layout, study)
     except Exception as e:  # e.g. a config renamed since the sweep: still show what is there
-        print(f"warning: cannot expand the sweep of {study_dir / 'multirun.yaml'} ({type(e).__name__}: {e}); "
+        print(f"warning: cannot expand the sweep of {layout.sweep(study).config} ({type(e).__name__}: {e}); "
               "showing the cells on disk and in jobs.jsonl", file=sys.stderr)
         grid = set()
     cells = {c.cell for c in layout.cells(study)} | grid | set(records)
@@ -250,13 +237,13 @@ def collect(layout: RunLayout, study: str, use_slurm: bool = True) -> list[Row]:
         status, job_id = statuses[cell], job_ids[cell]
         job = slurm.get(job_id, {"state": GONE}) if (slurm is not None and in_slurm[cell]) else None
         state, note = classify(status, dirs[cell].has_checkpoint(), job, _alive_here(status))
-        if state == NOT_STARTED and in_slurm[cell] and slurm is None:
+        if state == CellState.NOT_STARTED and in_slurm[cell] and slurm is None:
             note = f"job {job_id} submitted; SLURM does not answer here"
         progress = f"{status['update']}/{status['num_updates']}" if "num_updates" in status else "-"
         rows.append(Row(
             cell=cell, state=state, progress=progress, job_id=job_id,
             # a finished cell's job may be long purged from accounting: no news
-            slurm_state=job["state"] if job and not (state == DONE_ and job["state"] == GONE) else None,
+            slurm_state=job["state"] if job and not (state == CellState.DONE and job["state"] == GONE) else None,
             host=status.get("host"),
             restarts=int(status.get("slurm_restart_count") or 0), note=note,
             job_record=records.get(cell),
@@ -297,7 +284,7 @@ def job_log(layout: RunLayout, row: Row) -> Path | None:
     if row.job_record and row.job_record.get("stderr"):
         return Path(row.job_record["stderr"])
     if row.job_id:
-        found = sorted((layout.study_dir(row.cell.study) / ".submitit" / row.job_id).glob("*_log.err"))
+        found = sorted(layout.sweep(row.cell.study).submitit_dir(row.job_id).glob("*_log.err"))
         return found[0] if found else None
     return None
 
@@ -305,7 +292,7 @@ def job_log(layout: RunLayout, row: Row) -> Path | None:
 def failure_details(layout: RunLayout, rows: list[Row]) -> str:
     out = []
     for row in rows:
-        if row.state != FAILED_:
+        if row.state != CellState.FAILED:
             continue
         out.append(f"--- {row.cell.key}: failed" + (f" ({row.note})" if row.note else ""))
         train_log = CellDir(layout.root, row.cell).train_log
@@ -327,13 +314,11 @@ def _key(override: str) -> str:
 def base_overrides(layout: RunLayout, study: str) -> list[str]:
     """The command line of the study's latest training sweep (launcher settings included),
     less the cell keys."""
-    from omegaconf import OmegaConf
-
     candidates: list[tuple[float, list[str]]] = []
-    for record in job_records.read(layout.study_dir(study)):
+    for record in job_records.read(layout.jobs_file(study)):
         if record.get("app") == TRAIN_APP:
             candidates.append((record.get("submitted", 0), list(record.get("sweep_overrides") or [])))
-    multirun = layout.study_dir(study) / "multirun.yaml"
+    multirun = layout.sweep(study).config
     if multirun.is_file():
         saved = OmegaConf.load(multirun).hydra
         if saved.job.name == TRAIN_APP:

@@ -21,8 +21,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fls.rundir import RunLayout
-from launchers import jobs as job_records
+from fls import job_records
+from fls.rundir import RunLayout, SweepDir
 from launchers import status as sweep_status
 
 from conftest import PYTHON, REPO
@@ -183,7 +183,7 @@ def test_a_dead_job_fails_its_cell_alone_and_the_sweep_reports_every_failure(tmp
     assert res.stderr.strip().splitlines()[-1].startswith("error: 2 of 4 cells failed (the others finished)")
     assert "mode=raise: ValueError: this cell raises" in out
     assert "mode=die: CellJobDied: job " in out and "ended without a result" in out
-    records = job_records.read(tmp_path / "sweep")
+    records = job_records.read(SweepDir(tmp_path / "sweep").jobs_file)
     assert [r["overrides"] for r in records] == [[f"mode={m}"] for m in ("ok", "raise", "die", "fine")]
     assert all(r["cell"] is None and r["app"] == "app" and r["executor"] == "local" for r in records)
 
@@ -193,7 +193,7 @@ def test_wait_false_submits_and_returns_at_once(tmp_path):
     res = run_app(tmp_path, "mode=ok,fine", "hydra.launcher.wait=false")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "not waiting (hydra.launcher.wait=false)" in res.stdout + res.stderr
-    records = job_records.read(tmp_path / "sweep")
+    records = job_records.read(SweepDir(tmp_path / "sweep").jobs_file)
     assert len(records) == 2
     # The jobs finish on their own, after the sweep has returned.
     results = [Path(r["stdout"]).with_name(Path(r["stdout"]).name.replace("_0_log.out", "_0_result.pkl")) for r in records]
@@ -216,7 +216,7 @@ def write_multirun(study_dir: Path, overrides: list[str], params: dict | None = 
             "overrides": {"task": overrides, "hydra": list(hydra_overrides)},
             "job": {"name": app, "config_name": app},
         }},
-        study_dir / "multirun.yaml",
+        SweepDir(study_dir).config,
     )
 
 
@@ -243,7 +243,7 @@ def study(tmp_path):
     cell("seaquest", 1).path.mkdir(parents=True)
     cell("seaquest", 1).checkpoint.write_bytes(b"ckpt")
     # seaquest seeds 2 and 3: in the grid, never started; seed 3 was submitted as a job
-    job_records.append(layout.study_dir("s"), [{
+    job_records.append(layout.jobs_file("s"), [{
         "job_id": "77_7", "app": "train", "executor": "slurm", "submitted": time.time(),
         "overrides": ["game=seaquest", "model=sparse_fls", "seed=3"],
         "sweep_overrides": ["game=breakout,seaquest", "model=sparse_fls", "seed=0-3", "launcher=slurm",
@@ -391,7 +391,7 @@ def test_status_reads_squeue_and_sacct(study, monkeypatch, tmp_path):
 
 def test_jobs_of_the_local_executor_are_not_looked_up_in_slurm(tmp_path, monkeypatch):
     layout = RunLayout(tmp_path)
-    job_records.append(layout.study_dir("s"), [{
+    job_records.append(layout.jobs_file("s"), [{
         "job_id": "4242", "app": "train", "executor": "local", "submitted": time.time(), "overrides": [],
         "sweep_overrides": [], "cell": {"study": "s", "game": "breakout", "model": "nature_cnn", "seed": 1},
     }])

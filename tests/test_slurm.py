@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from fls import job_records
 from fls.rundir import RunLayout
-from launchers import jobs as job_records
 from launchers import status as sweep_status
 
 from conftest import PYTHON, REPO
@@ -68,7 +68,7 @@ def start_sweep(slurm_env, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    left = {r["job_id"] for r in job_records.read(tmp_path / "default")}
+    left = {r["job_id"] for r in job_records.read(RunLayout(tmp_path).jobs_file("default"))}
     if left:
         subprocess.run(["scancel", *sorted(left)], env=slurm_env, capture_output=True, timeout=60)
 
@@ -115,7 +115,7 @@ def test_the_users_sweep_runs_as_a_job_array_and_every_cell_finishes(tmp_path, s
     # one array, one task per cell
     assert len({s["slurm_array_job_id"] for s in statuses}) == 1
     assert sorted(int(s["slurm_array_task_id"]) for s in statuses) == list(range(10))
-    records = job_records.read(tmp_path / "default")
+    records = job_records.read(RunLayout(tmp_path).jobs_file("default"))
     assert sorted(r["job_id"] for r in records) == sorted(f"{s['slurm_array_job_id']}_{s['slurm_array_task_id']}" for s in statuses)
     slurm_states = sweep_status.query_slurm({r["job_id"] for r in records})
     assert {v["state"] for v in slurm_states.values()} == {"COMPLETED"}
@@ -136,7 +136,7 @@ def test_a_signalled_job_is_requeued_and_resumes_at_the_same_update(tmp_path, sl
     proc = start_sweep(*SMALL, "seed=0", "total_timesteps=8192", "checkpoint_every=1")
     cell = RunLayout(tmp_path).cell("default", "breakout", "nature_cnn", 0)
     wait_until(lambda: cell.status().get("update", 0) >= 2, 180, "two updates")
-    job_id = job_records.read(tmp_path / "default")[0]["job_id"]
+    job_id = job_records.read(RunLayout(tmp_path).jobs_file("default"))[0]["job_id"]
 
     # What SLURM sends before a time limit (sbatch --signal=USR2@120)
     slurm(slurm_env, "scancel", "--signal=USR2", job_id)
@@ -163,7 +163,7 @@ def test_a_signalled_job_is_requeued_and_resumes_at_the_same_update(tmp_path, sl
     assert stopped == interrupted["update"] >= 2
     assert f"resuming at update {stopped}/8" in log
     assert "caught SIGUSR2" in log
-    job_log = Path(job_records.read(tmp_path / "default")[0]["stderr"])
+    job_log = Path(job_records.read(RunLayout(tmp_path).jobs_file("default"))[0]["stderr"])
     assert "Requeued job" in job_log.read_text() or "Requeued job" in log
 
 
@@ -176,8 +176,8 @@ def test_a_failing_cell_and_a_killed_job_fail_alone(tmp_path, slurm_env, start_s
 
     proc = start_sweep(*SMALL, "seed=0-3", "total_timesteps=1024",
                        "hydra.launcher.array_parallelism=2")
-    records = wait_until(lambda: len(job_records.read(tmp_path / "default")) == 4 and job_records.read(tmp_path / "default"),
-                         120, "the submission")
+    jobs_file = layout.jobs_file("default")
+    records = wait_until(lambda: len(job_records.read(jobs_file)) == 4 and job_records.read(jobs_file), 120, "the submission")
     # Killed while it waits for a slot, as an admin or a dead node would (no result, no trace).
     killed = next(r["job_id"] for r in records if r["cell"]["seed"] == 3)
     slurm(slurm_env, "scancel", killed)

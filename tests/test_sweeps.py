@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from fls.rundir import RunLayout
+from omegaconf import OmegaConf
+
+from fls.rundir import Cell, RunLayout
+from hydra_plugins.fls_sweeper._grid import cell_overrides, cells_of
 
 from conftest import PYTHON, REPO
 
@@ -45,6 +48,25 @@ def test_seed_lists_and_hydra_ranges_still_sweep(tmp_path):
     res = sweep(tmp_path, "experiment=smoke", "seed=7,1-2")
     assert res.returncode == 0, res.stderr[-3000:]
     assert {c.cell.seed for c in RunLayout(tmp_path).cells("smoke") if c.cell.model == "nature_cnn"} == {1, 2, 3, 4, 7}
+
+
+def test_the_grid_is_one_cross_product_with_inclusive_ranges():
+    """The one expansion the sweeper, the launchers' job records and sweep-status share."""
+    grid = cell_overrides(["model=a,b", "game=breakout", "seed=0-1,9"], range_keys=["seed"])
+    assert grid == [["model=a", "game=breakout", "seed=0"], ["model=a", "game=breakout", "seed=1"],
+                    ["model=a", "game=breakout", "seed=9"], ["model=b", "game=breakout", "seed=0"],
+                    ["model=b", "game=breakout", "seed=1"], ["model=b", "game=breakout", "seed=9"]]
+    composed = []
+
+    def compose(overrides):
+        composed.append(overrides)
+        model = overrides[0].split("=")[1]
+        return OmegaConf.create({"run_root": "runs", "study": "s", "game": {"name": "breakout"},
+                                 "model": {"name": model}, "seed": 1})
+
+    assert cells_of(grid, compose) == [Cell("s", "breakout", m, k) for m in ("a", "b") for k in (0, 1, 9)]
+    assert len(composed) == 2  # cells that differ only in seed share one composition
+    assert cells_of([["mode=ok"]], lambda overrides: OmegaConf.create({"mode": "ok"})) == [None]
 
 
 def test_bad_ranges_fail_in_one_line_and_launch_nothing(tmp_path):

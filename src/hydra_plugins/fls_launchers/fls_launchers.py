@@ -9,7 +9,7 @@ there, and the sweep stops waiting for the rest and reports none of them. These 
 - with `hydra.launcher.wait=false`, submit and return at once, printing the job ids and
   how to follow them (the jobs do not need the submitting process);
 - record every job in the sweep directory's jobs file (fls.job_records), with the cell it
-  runs (the sweep's grid, hydra_plugins/fls_sweeper/grid.py), which sweep-status reads.
+  runs (the sweep's grid, hydra_plugins/fls_sweeper/_grid.py), which sweep-status reads.
 
 Everything else is upstream's: the job runs the launcher's `__call__`, and on SLURM's
 pre-timeout signal (USR2) submitit calls its `checkpoint`, which resubmits the same cell.
@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 
 from fls import job_records
 from fls.rundir import SweepDir
-from hydra_plugins.fls_sweeper.grid import cells_of
+from hydra_plugins.fls_sweeper._grid import cells_of
 
 log = logging.getLogger(__name__)
 

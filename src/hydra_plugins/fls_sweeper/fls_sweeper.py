@@ -2,7 +2,7 @@
 
 - `seed=0-4` is an inclusive integer range (also inside lists: `seed=0-2,9`). Hydra's own
   `seed=1,9,17` and `seed=range(0,5)` keep working. Which keys take ranges is
-  `hydra.sweeper.range_keys`. The grid is grid.py's, shared with the launchers' job
+  `hydra.sweeper.range_keys`. The grid (_grid.py) is shared with the launchers' job
   records and sweep-status.
 - Preflight: every cell's config is composed and checked (`hydra.sweeper.preflight`, a
   dotted path to a function that raises on a bad config) before any cell is launched, so
@@ -24,7 +24,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
 from fls.rundir import SweepDir
-from hydra_plugins.fls_sweeper.grid import SweepError, cell_overrides
+from hydra_plugins.fls_sweeper._grid import SweepError, cell_overrides
 
 log = logging.getLogger(__name__)
 
