@@ -16,7 +16,7 @@ export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo saliency-demo test test-slow test-all test-slurm slurm-up slurm-down sweep-status \
-        table2 table3 table4 table5 fig3 fig6 fig7 analysis bench bench-models clean-venv
+        table2 table3 table4 table5 fig3 fig6 fig7 analysis bench bench-models bench-learning clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -71,6 +71,13 @@ bench: $(SETUP) ## throughput ratios (trainer vs env, dense FLS update, metrics)
 
 bench-models: $(SETUP) ## forward+backward time of every model, as ratios to Nature CNN
 	$(PY) bench/bench_models.py
+
+CLEANRL ?=
+GAME ?= breakout
+SEEDS ?= 3
+STEPS ?= 300000
+bench-learning: $(SETUP) ## ours vs CleanRL's ppo_atari.py, GAME x SEEDS x STEPS (CLEANRL=<checkout of vwxyzjn/cleanrl>; ~1 h here)
+	$(PY) -m bench.learning --game $(GAME) --seeds $(SEEDS) --steps $(STEPS) $(if $(CLEANRL),--cleanrl "$(CLEANRL)")
 
 slurm-up: ## start a one-node SLURM with accounting here (root; installs slurm-wlm, munge, MariaDB if missing)
 	launchers/slurm-local/up.sh

@@ -19,7 +19,7 @@ from fls.cell_lifecycle import refuse
 from fls.checkpoint import CheckpointError
 from fls.errors import ConfigError
 from fls.evaluation import check_eval_config, evaluate_cell
-from fls.rundir import cell_from_config
+from fls.rundir import CellBusy, cell_from_config
 
 log = logging.getLogger("evaluate")
 
@@ -42,7 +42,7 @@ def evaluate(cfg: DictConfig):
 def main(cfg: DictConfig):
     try:
         return evaluate(cfg)
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError, CellBusy) as e:
         refuse(cfg, e)
 
 

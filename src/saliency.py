@@ -19,7 +19,7 @@ from fls.saliency.atari_head import AtariHeadError
 from fls.cell_lifecycle import refuse
 from fls.checkpoint import CheckpointError
 from fls.errors import ConfigError
-from fls.rundir import cell_from_config
+from fls.rundir import CellBusy, cell_from_config
 from fls.saliency.scoring import score_cell
 
 log = logging.getLogger("saliency_metrics")
@@ -31,7 +31,7 @@ def main(cfg: DictConfig):
     try:
         cell = cell_from_config(cfg)
         trials = score_cell(cfg, cell)
-    except (ConfigError, CheckpointError, AtariHeadError) as e:
+    except (ConfigError, CheckpointError, AtariHeadError, CellBusy) as e:
         refuse(cfg, e)
         return None
     if trials is None:  # nothing to score: leave no empty directory behind

@@ -26,6 +26,7 @@ from fls.config import resolve_device
 from fls.errors import ConfigError
 from fls.envs import make_vec_env
 from fls.models import apply_speed_options, autocast_context, build_model
+from fls.rundir import CellBusy
 from fls.train_log import X_AXIS
 from fls.training_run import TrainingRun
 
@@ -194,7 +195,7 @@ def train(cfg: DictConfig) -> dict | None:
 def main(cfg: DictConfig) -> dict | None:
     try:
         return train(cfg)
-    except (ConfigError, checkpoint.CheckpointError) as e:
+    except (ConfigError, checkpoint.CheckpointError, CellBusy) as e:
         refuse(cfg, e)  # one line; in a sweep, this cell alone fails
 
 

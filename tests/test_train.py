@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fls.rundir import RunLayout
+from fls.rundir import LOCK_PREFIX, RunLayout
 from wandb_offline import find_runs, read_run
 
 from conftest import PYTHON, REPO
@@ -133,7 +133,9 @@ def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(tmp_path):
 def test_changed_config_is_refused_and_overwrite_discards(tmp_path):
     assert run(tmp_path, "total_timesteps=512").returncode == 0
     c = cell(tmp_path)
-    snapshot = {p.name: p.read_bytes() for p in c.path.iterdir() if p.is_file() and p.name != "train.log"}
+    # results; the lock file only names its last holder
+    snapshot = {p.name: p.read_bytes() for p in c.path.iterdir() if p.is_file() and p.name != "train.log"
+                and not p.name.startswith(LOCK_PREFIX)}
 
     res = run(tmp_path, "total_timesteps=1024", "ppo.ent_coef=0.02")
     assert res.returncode == 2
@@ -210,3 +212,27 @@ def test_env_groups_change_the_schedule_not_the_games(tmp_path):
         # ... and the losses agree up to float rounding (batched vs split inference).
         for key in ("losses/value_loss", "losses/entropy", "losses/approx_kl"):
             assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-2, abs=1e-6)
+
+
+def test_a_second_writer_of_a_cell_is_refused_naming_the_holder(tmp_path):
+    args = (f"total_timesteps={40 * STEPS_PER_UPDATE}", "checkpoint_every=100")
+    first = subprocess.Popen(train_cmd(tmp_path, *args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    c = cell(tmp_path)
+    try:
+        wait_for_rows(c.metrics, 2, first)
+        rows_before = len(metric_rows(c.metrics))
+        second = run(tmp_path, *args)
+        assert second.returncode == 1
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "train is already running" in lines[0] and f"pid {first.pid} on" in lines[0], second.stderr
+        # the second process wrote nothing: no metric rows twice, the holder's status stands
+        assert c.status()["pid"] == first.pid
+        assert len(metric_rows(c.metrics)) >= rows_before
+    finally:
+        first.kill()
+        first.wait()
+    # a lock left by a killed process does not block the cell: the next run resumes it
+    res = run(tmp_path, "total_timesteps=" + str(40 * STEPS_PER_UPDATE), "checkpoint_every=100", timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    updates = [int(r["update"]) for r in metric_rows(c.metrics)]
+    assert updates == list(range(1, 41))  # every update once

@@ -19,9 +19,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fls.config import check_train_config
 from fls.errors import ConfigError
-from fls.rundir import CellDir, atomic_write_text, cell_from_config, remove_if_empty
+from fls.rundir import LOCK_PREFIX, CellDir, atomic_write_text, remove_if_empty
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +79,15 @@ def refuse(cfg: DictConfig, error: Exception) -> None:
     raise SystemExit(2 if isinstance(error, ConfigError) else 1)
 
 
-def open_training_cell(cfg: DictConfig) -> CellDir | None:
-    """The cell to train, or None when it is already done. Raises ConfigError."""
-    check_train_config(cfg)
-    cell = cell_from_config(cfg)
+def open_training_cell(cfg: DictConfig, cell: CellDir) -> CellDir | None:
+    """The cell to train, or None when it is already done. Raises ConfigError. The caller
+    has checked the config (check_train_config) and holds the cell's training lock."""
     if cfg.overwrite and cell.path.exists():
-        # Only on explicit request: the cell's results go away.
-        shutil.rmtree(cell.path)
-        cell.path.mkdir(parents=True)  # the log file lives here
+        # Only on explicit request: the cell's results go away (not the lock this run holds).
+        for child in cell.path.iterdir():
+            if child.name.startswith(LOCK_PREFIX):
+                continue
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         log.warning("overwrite=true: discarded %s", cell.path)
     ident = training_identity(cfg)
     if cell.config.exists():

@@ -139,6 +139,12 @@ def evaluate_cell(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
     trained = open_trained_cell(cfg, cell)
     if trained is None:
         return None
+    with cell.lock(f"eval-{game.name}"):
+        return _evaluate(cfg, cell, game, trained)
+
+
+def _evaluate(cfg: DictConfig, cell: CellDir, game: DictConfig, trained: TrainedCell) -> dict[str, Any]:
+    summary_path, games_path = cell.eval_summary(game.name), cell.eval_games(game.name)
     limit = max_frames(cfg, game)
     settings = {
         "eval_game": game.name, "games": int(cfg.eval.games), "num_envs": int(cfg.eval.num_envs),

@@ -23,10 +23,13 @@ rename), so an interrupted writer never leaves a half-written result that looks 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -181,6 +184,10 @@ class CellDir:
         under one preset of the metric settings (atari_head=spec or paper)."""
         return self.saliency_frames_dir() / preset / f"trial_{trial}_{alignment}_{resolution}.parquet"
 
+    def lock(self, activity: str) -> CellLock:
+        """`with cell.lock("train"):` one writer at a time (raises CellBusy)."""
+        return CellLock(self, activity)
+
     def remove_if_empty(self) -> None:
         """Remove this cell's directory and its empty parents up to the run root: a run
         that found nothing to do leaves nothing behind."""
@@ -237,6 +244,48 @@ class SweepDir:
     def submitit_dir(self, job_id: str) -> Path:
         """A job's submitit folder, its logs: hydra-submitit-launcher's default submitit_folder."""
         return self.path / ".submitit" / job_id
+
+
+LOCK_PREFIX = ".lock-"
+
+
+class CellBusy(RuntimeError):
+    """Another process holds the cell for the same work (training, evaluation, scoring)."""
+
+
+class CellLock:
+    """One writer per cell and activity: an exclusive flock on `<cell>/.lock-<activity>`.
+
+    The kernel drops the lock when its holder dies (kill -9 included), so a dead writer
+    never blocks the cell; the file itself only names the last holder (pid, host, since),
+    for the one line a refused second writer prints. On file systems without flock across
+    nodes (some NFS setups) two nodes are not kept apart; SLURM runs a cell's job once.
+    """
+
+    def __init__(self, cell: "CellDir", activity: str):
+        self.cell, self.activity = cell, activity
+        self.path = cell.path / f"{LOCK_PREFIX}{activity}"
+        self._fd: int | None = None
+
+    def __enter__(self) -> "CellLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise CellBusy(f"{self.cell.path}: {self.activity} is already running there ({holder}); "
+                           "wait for it to end, or stop that process") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
 
 
 class RunLayout:

@@ -34,8 +34,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from fls import checkpoint
 from fls.cell_lifecycle import job_info, now, open_training_cell
+from fls.config import check_train_config
 from fls.preemption import Preemption
-from fls.rundir import DONE, FAILED, INTERRUPTED, RUNNING, CellDir
+from fls.rundir import DONE, FAILED, INTERRUPTED, RUNNING, CellDir, cell_from_config
 from fls.train_log import TrainLog
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,22 @@ class TrainingRun:
 
     @classmethod
     def open(cls, cfg: DictConfig, num_updates: int, batch_size: int) -> TrainingRun | None:
-        """The run of the cell `cfg` names, or None when that cell is already done."""
-        cell = open_training_cell(cfg)
-        return None if cell is None else cls(cfg, cell, num_updates, batch_size)
+        """The run of the cell `cfg` names, or None when that cell is already done. Raises
+        ConfigError (bad or changed config) and CellBusy (another process trains it)."""
+        check_train_config(cfg)  # before anything is written, the lock file included
+        cell = cell_from_config(cfg)
+        lock = cell.lock("train").__enter__()
+        try:
+            opened = open_training_cell(cfg, cell)
+        except BaseException:
+            lock.__exit__()
+            raise
+        if opened is None:
+            lock.__exit__()
+            return None
+        run = cls(cfg, cell, num_updates, batch_size)
+        run._stack.push(lock)
+        return run
 
     # Context: signals are caught and envs closed for the whole run; the final state is written on the way out
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from fls.saliency.atari_head import GAMES, NOT_RECORDED, AtariHead, AtariHeadError, Trial, TrialInfo
 from fls.config import as_int, check_seed, resolve_device
 from fls.errors import ConfigError
-from fls.trained_cell import open_trained_cell
+from fls.trained_cell import TrainedCell, open_trained_cell
 from fls.saliency.gaze import ALIGNMENTS, PROCESSED_SHAPE, RAW_SHAPE, STACK_FILLS, fixation_map, play_trial, processed_indices
 from fls.saliency.metrics import (UPSCALE_MODES, center_bias, kl_divergence, nss, pick_other_frames, shuffled_auc, uniform,
                          upscale_saliency)
@@ -353,10 +353,15 @@ def select_trials(dataset: AtariHead, game: str, wanted: Any, highscore_trials: 
 def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
     """Score one trained cell on Atari-HEAD; returns its trials.csv rows (None when skipped)."""
     check_saliency_config(cfg)
-    ah = cfg.saliency
     trained = open_trained_cell(cfg, cell)
     if trained is None:
         return None
+    with cell.lock("saliency"):
+        return _score(cfg, cell, trained)
+
+
+def _score(cfg: DictConfig, cell: CellDir, trained: TrainedCell) -> pd.DataFrame:
+    ah = cfg.saliency
     model, device = trained.model, trained.device
     maps = (["model"] if model.has_saliency else []) + list(ah.baselines or [])
     if not model.has_saliency:
