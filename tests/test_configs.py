@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.utils import create_config_search_path
+from hydra_plugins.fls_sweeper._grid import cell_overrides
 from omegaconf import OmegaConf
 
 import fls.rundir  # noqa: F401  (registers ${cell_dir:...})
@@ -130,9 +133,14 @@ def test_experiments_name_their_study_and_grid():
     paper = train_cfg("experiment=paper", hydra=True)
     params = paper.hydra.sweeper.params
     assert paper.total_timesteps == 50_000_000
-    assert set(params.model.split(",")) == set(SPEC_MODELS)
-    assert set(params.game.split(",")) == set(SPEC_GAMES) - {"breakout_infinite"}
     assert params.seed == "1,9,17,25,33"
+    # the grid the sweeper launches: every model, the six trained games, five seeds
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF)))
+    cells = cell_overrides([f"{k}={v}" for k, v in params.items()], ["seed"], loader)
+    assert len(cells) == 15 * 6 * 5
+    chosen = {key: {o.split("=", 1)[1] for c in cells for o in c if o.startswith(f"{key}=")} for key in ("game", "model")}
+    assert chosen["model"] == set(SPEC_MODELS)
+    assert chosen["game"] == set(SPEC_GAMES) - {"breakout_infinite"}
 
 
 def test_hydra_dirs_are_the_cell_directory():
