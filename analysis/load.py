@@ -9,7 +9,7 @@ The sources (this one, and `wandb_source.WandbSource`) share one interface:
 
     cells()            game, model, seed, state         the cells that exist (state: status.json)
     metrics()          game, model, seed, frames, eprewmean       one row per PPO update
-    eval_games(g)      game, model, seed, eval_game, score, frames, truncated, backend   one row per game
+    eval_games(g)      game, model, seed, eval_game, score, frames, agent_steps, truncated, backend   one row per game
     saliency()         game, model, seed + trials.csv's columns    one row per Atari-HEAD trial
 """
 
@@ -28,7 +28,7 @@ EPREWMEAN = "charts/eprewmean"
 KEYS = ["game", "model", "seed"]
 CELL_COLUMNS = [*KEYS, "state"]
 METRIC_COLUMNS = [*KEYS, "frames", "eprewmean"]
-GAME_COLUMNS = [*KEYS, "eval_game", "score", "frames", "truncated", "backend"]
+GAME_COLUMNS = [*KEYS, "eval_game", "score", "frames", "agent_steps", "truncated", "backend"]
 TRIAL_COLUMNS = ["trial", "map", "preset", "resolution", "alignment", "nss", "kl", "sauc",
                  "nss_frames", "kl_frames", "sauc_frames", "frames", "checkpoint_global_step"]
 SALIENCY_COLUMNS = [*KEYS, *TRIAL_COLUMNS]
@@ -112,7 +112,8 @@ class FileSource:
             # evaluation writes games.parquet first and summary.json last: no summary, not done
             if not (cell.eval_summary(target).exists() and cell.eval_games(target).exists()):
                 continue
-            games = pd.read_parquet(cell.eval_games(target), columns=["score", "frames", "truncated"])
+            # agent_steps: absent from evaluations written before it was recorded (NaN)
+            games = pd.read_parquet(cell.eval_games(target)).reindex(columns=["score", "frames", "agent_steps", "truncated"])
             # the env stack it was played on (summaries written before it was recorded: unknown)
             settings = json.loads(cell.eval_summary(target).read_text()).get("settings", {})
             backend = settings.get("env", {}).get("backend", "unknown")

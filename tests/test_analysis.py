@@ -65,9 +65,10 @@ def write_eval(cell: CellDir, scores: list[float], eval_game: str | None = None,
     """games.parquet and summary.json through fls.evaluation's own writer."""
     n = len(scores)
     games = pd.DataFrame({"env": np.arange(n) % 4, "game": np.arange(n) // 4, "score": scores,
-                          "frames": np.full(n, 4000), "seconds": np.full(n, 1.5), "truncated": np.zeros(n, bool)})
+                          "frames": np.full(n, 4000), "agent_steps": np.full(n, 990), "seconds": np.full(n, 1.5),
+                          "truncated": np.zeros(n, bool)})
     games = games[GAME_COLUMNS].astype({"env": "int32", "game": "int32", "score": "float64", "frames": "int64",
-                                        "seconds": "float64", "truncated": "bool"})
+                                        "agent_steps": "int64", "seconds": "float64", "truncated": "bool"})
     target = eval_game or cell.cell.game
     settings = {"eval_game": target, "games": n, "num_envs": 4, "max_frames": 30000, "seed": 1_000_000_000,
                 "sample": True, "checkpoint_global_step": 4096,

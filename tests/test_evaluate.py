@@ -83,6 +83,7 @@ def test_every_env_plays_exactly_its_share_with_uneven_game_lengths():
     # The evaluation lasts until the slowest env's last counted game, not a step longer:
     # env 2 (a game every 7 steps) ends its 2nd game at step 14.
     assert envs.t == 14
+    assert games[games.env == 2].agent_steps.tolist() == [7, 7]  # steps the policy acted per game
     # Faster envs went on playing, but their extra games were not counted.
     assert envs.played[0] == 14 and (games.env == 0).sum() == 4
 
@@ -93,7 +94,9 @@ def test_evaluation_results_schema_seed_and_idempotence(trained):
     assert res.returncode == 0, res.stderr[-2000:]
     games = pd.read_parquet(c.eval_games())
     assert list(games.columns) == GAME_COLUMNS
-    assert [str(t) for t in games.dtypes] == ["int32", "int32", "float64", "int64", "float64", "bool"]
+    assert [str(t) for t in games.dtypes] == ["int32", "int32", "float64", "int64", "int64", "float64", "bool"]
+    # a game of n agent steps lasts about 4n frames (plus the env's own reset and FIRE steps)
+    assert (games.agent_steps > 0).all() and (games.frames >= 4 * games.agent_steps).all()
     assert len(games) == 6 and games.groupby("env").size().tolist() == [2, 2, 1, 1]
     assert (games.frames > 0).all() and (games.score >= 0).all()
     summary = json.loads(c.eval_summary().read_text())

@@ -34,7 +34,10 @@ from fls.trained_cell import TrainedCell, open_trained_cell
 
 log = logging.getLogger(__name__)
 
-GAME_COLUMNS = ["env", "game", "score", "frames", "seconds", "truncated"]
+# frames: the game's length in emulator frames; agent_steps: how many times the policy acted
+# in it (the unit of the paper's episode-length axes, 4 frames each, the env's own FIRE
+# and no-op steps not counted)
+GAME_COLUMNS = ["env", "game", "score", "frames", "agent_steps", "seconds", "truncated"]
 
 
 def eval_game(cfg: DictConfig) -> DictConfig:
@@ -105,17 +108,21 @@ def play_games(
     """Play until env i has finished per_env[i] games; one row per counted game."""
     assert len(per_env) == envs.num_envs
     counted = np.zeros(envs.num_envs, dtype=np.int64)
+    acted = np.zeros(envs.num_envs, dtype=np.int64)
     rows: list[tuple] = []
     obs = envs.reset(seed=seed)
     while (counted < per_env).any():
         obs, step = envs.step(act(obs))
+        acted += 1
         for i in np.flatnonzero(step.game_over & (counted < per_env)):
-            rows.append((i, counted[i], step.game_score[i], step.game_frames[i], step.game_seconds[i], step.truncated[i]))
+            rows.append((i, counted[i], step.game_score[i], step.game_frames[i], acted[i], step.game_seconds[i],
+                         step.truncated[i]))
             counted[i] += 1
             if on_game:
                 on_game()
+        acted[step.game_over] = 0
     frame = pd.DataFrame(rows, columns=GAME_COLUMNS)
-    return frame.astype({"env": "int32", "game": "int32", "score": "float64", "frames": "int64",
+    return frame.astype({"env": "int32", "game": "int32", "score": "float64", "frames": "int64", "agent_steps": "int64",
                          "seconds": "float64", "truncated": "bool"})
 
 
@@ -129,6 +136,7 @@ def summarize(games: pd.DataFrame) -> dict[str, Any]:
         "max": float(scores.max()),
         "truncated": int(games["truncated"].sum()),
         "mean_frames": float(games["frames"].mean()),
+        "mean_agent_steps": float(games["agent_steps"].mean()),
     }
 
 
