@@ -2,8 +2,8 @@
 the authors' metrics.py (per-pixel Python loop and one roc_auc_score call per draw for
 shuffled AUC; np.average for NSS; cv2.GaussianBlur + scipy.stats.entropy for KL).
 
-Frames are the real Atari-HEAD sample's processed frames (fixations of docs/protocol.md#saliency-metrics) when
-../shared/atari_head_sample is there, synthetic fixations otherwise; saliency maps are
+Frames are the real Atari-HEAD sample's processed frames (fixations of docs/protocol.md#saliency-metrics,
+from the excerpt the repository ships in data/atari_head_sample); saliency maps are
 smooth random 84 x 84 maps upscaled to 210 x 160, as the metric pipeline does. Both
 implementations must give the same values (checked), then frames/s are compared.
 
@@ -22,9 +22,11 @@ import numpy as np
 import scipy.stats
 from sklearn.metrics import roc_auc_score
 
+from fls.saliency.atari_head import AtariHead
+from fls.saliency.gaze import play_trial
 from fls.saliency.metrics import kl_divergence, nss, pick_other_frames, shuffled_auc, upscale_saliency
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "atari_head_sample"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "atari_head_sample"
 SIGMA = 5.0
 SEED = 42
 TARGET_RATIO = 50.0
@@ -94,21 +96,8 @@ def fast(saliency, fixations, other) -> tuple[float, float, float]:
 
 
 def _fixation_maps() -> tuple[list[np.ndarray], str]:
-    if (SAMPLE / "meta_data.csv").is_file():
-        from fls.saliency.atari_head import AtariHead
-        from fls.saliency.gaze import play_trial
-
-        trial = AtariHead(SAMPLE).load(593)
-        return [p.fixations for p in play_trial(trial)], "Atari-HEAD sample, trial 593 (real gaze)"
-    rng = np.random.default_rng(0)
-    maps = []
-    for _ in range(100):  # ~400 points around a wandering focus, like the real frames
-        centre = rng.uniform([20, 20], [140, 190])
-        pts = rng.normal(centre, 6.0, size=(400, 2))
-        rows, cols = np.rint(pts[:, 1]).astype(int), np.rint(pts[:, 0]).astype(int)
-        keep = (rows >= 0) & (rows < 210) & (cols >= 0) & (cols < 160)
-        maps.append(np.bincount(rows[keep] * 160 + cols[keep], minlength=210 * 160).reshape(210, 160))
-    return maps, "synthetic fixations (no Atari-HEAD sample found)"
+    trial = AtariHead(SAMPLE).load(593)
+    return [p.fixations for p in play_trial(trial)], "Atari-HEAD sample, trial 593 (real gaze)"
 
 
 def _saliency_maps(n: int) -> list[np.ndarray]:
