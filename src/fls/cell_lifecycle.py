@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fls.config import changes
 from fls.errors import ConfigError
 from fls.rundir import LOCK_PREFIX, CellDir, atomic_write_text, remove_if_empty
 
@@ -36,15 +37,6 @@ def training_identity(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     if isinstance(ident.get("env"), dict):
         ident["env"] = {k: v for k, v in ident["env"].items() if k not in FREE_ENV_KEYS}
     return ident
-
-
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old} -> {new}"]
 
 
 def job_info() -> dict[str, Any]:
@@ -92,10 +84,10 @@ def open_training_cell(cfg: DictConfig, cell: CellDir) -> CellDir | None:
     ident = training_identity(cfg)
     if cell.config.exists():
         recorded = training_identity(OmegaConf.to_container(OmegaConf.load(cell.config), resolve=True))
-        changes = _diff(recorded, ident)
-        if changes:
+        differ = [f"{key}: {a} -> {b}" for key, a, b in changes(recorded, ident)]
+        if differ:
             raise ConfigError(
-                f"{cell.path} was started with a different config ({'; '.join(changes[:4])}); "
+                f"{cell.path} was started with a different config ({'; '.join(differ[:4])}); "
                 "use another study=, or overwrite=true to discard it"
             )
     else:

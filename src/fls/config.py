@@ -17,6 +17,17 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) of every leaf where two nested dicts differ,
+    in key order: what a refused resume or a recomputed evaluation names."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += changes(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
 def group_options(group: str) -> list[str]:
     """The names of a config group's options (conf/<group>/*.yaml), sorted."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.config import as_int, check_seed, load_group, resolve_device
+from fls.config import as_int, changes, check_seed, load_group, resolve_device
 from fls.errors import ConfigError
 from fls.envs import AtariVec, check_env_config, make_vec_env, resolve_backend
 from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text
@@ -169,8 +169,9 @@ def _evaluate(cfg: DictConfig, cell: CellDir, game: DictConfig, trained: Trained
                      cell.cell.key, game.name, previous["n"], previous["mean"])
             return previous
         if not cfg.eval.overwrite:
+            differ = "; ".join(f"{key} {a} -> {b}" for key, a, b in changes(previous.get("settings", {}), settings))
             log.info("%s: the evaluation on %s changed (%s); recomputing, the previous one is kept under %s",
-                     cell.cell.key, game.name, settings_diff(previous.get("settings", {}), settings),
+                     cell.cell.key, game.name, differ,
                      cell.eval_previous(game.name))
 
     training_seeds = cell.status().get("env_reset_seeds", [])
@@ -199,19 +200,6 @@ def _evaluate(cfg: DictConfig, cell: CellDir, game: DictConfig, trained: Trained
     log.info("%s on %s: %.1f +/- %.1f over %d games (%d truncated)", cell.cell.key, game.name,
              summary["mean"], summary["std"], summary["n"], summary["truncated"])
     return summary
-
-
-def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
-    """'games 6 -> 4; env.backend native -> gymnasium': what differs between two settings."""
-    parts = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            inner = settings_diff(a, b, f"{prefix}{key}.")
-            parts += [inner] if inner else []
-        elif a != b:
-            parts.append(f"{prefix}{key} {a} -> {b}")
-    return "; ".join(parts)
 
 
 def keep_previous(cell: CellDir, eval_game: str) -> None:

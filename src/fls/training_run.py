@@ -90,18 +90,13 @@ class TrainingRun:
         ConfigError (bad or changed config) and CellBusy (another process trains it)."""
         check_train_config(cfg)  # before anything is written, the lock file included
         cell = cell_from_config(cfg)
-        lock = cell.lock("train").__enter__()
-        try:
-            opened = open_training_cell(cfg, cell)
-        except BaseException:
-            lock.__exit__()
-            raise
-        if opened is None:
-            lock.__exit__()
-            return None
-        run = cls(cfg, cell, num_updates, batch_size)
-        run._stack.push(lock)
-        return run
+        with ExitStack() as held:
+            held.enter_context(cell.lock("train"))
+            if open_training_cell(cfg, cell) is None:
+                return None
+            run = cls(cfg, cell, num_updates, batch_size)
+            run._stack.push(held.pop_all())  # the run holds the lock until it ends
+            return run
 
     # Context: signals are caught and envs closed for the whole run; the final state is written on the way out
 
