@@ -117,8 +117,12 @@ def test_the_users_sweep_runs_as_a_job_array_and_every_cell_finishes(tmp_path, s
     assert sorted(int(s["slurm_array_task_id"]) for s in statuses) == list(range(10))
     records = job_records.read(RunLayout(tmp_path).jobs_file("default"))
     assert sorted(r["job_id"] for r in records) == sorted(f"{s['slurm_array_job_id']}_{s['slurm_array_task_id']}" for s in statuses)
-    slurm_states = sweep_status.query_slurm({r["job_id"] for r in records})
-    assert {v["state"] for v in slurm_states.values()} == {"COMPLETED"}
+    # submitit's result file is written before the task's epilogue ends, so SLURM may still
+    # show the last tasks RUNNING or COMPLETING for a moment after the sweep returns.
+    def settled():
+        states = {v["state"] for v in (sweep_status.query_slurm({r["job_id"] for r in records}) or {}).values()}
+        return states if not states & {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING"} else None
+    assert wait_until(settled, 120, "SLURM to record the tasks' end") == {"COMPLETED"}
 
     assert sweep_status.main(["--study", "default", "--run-root", str(tmp_path)]) == 0
     assert "default: 10 cells: 10 done" in capsys.readouterr().out
