@@ -32,16 +32,16 @@ $(SETUP): pyproject.toml requirements.lock
 setup: $(SETUP) ## create .venv with the pinned dependencies (idempotent)
 
 demo: $(SETUP) ## the main job: train a small Breakout sweep on CPU, evaluate it, print its table
-	$(PY) src/train.py -m experiment=demo run_root=$(RUN_ROOT) $(DEMO_ARGS)
-	$(PY) src/evaluate.py -m experiment=demo run_root=$(RUN_ROOT) $(DEMO_ARGS)
-	$(PY) -m analysis table3 --study demo --run-root $(RUN_ROOT)
-	$(PY) -m analysis fig3 --study demo --run-root $(RUN_ROOT)
+	$(PY) src/train.py -m experiment=demo "run_root=$(RUN_ROOT)" $(DEMO_ARGS)
+	$(PY) src/evaluate.py -m experiment=demo "run_root=$(RUN_ROOT)" $(DEMO_ARGS)
+	$(PY) -m analysis table3 --study demo --run-root "$(RUN_ROOT)"
+	$(PY) -m analysis fig3 --study demo --run-root "$(RUN_ROOT)"
 
 saliency-demo: $(SETUP) ## Table 4 on the Atari-HEAD sample: train a small Ms. Pac-Man Sparse FLS cell, score it against human gaze
-	$(PY) src/train.py experiment=demo study=saliency_demo game=mspacman model=sparse_fls seed=1 run_root=$(RUN_ROOT) $(DEMO_ARGS)
-	$(PY) src/saliency.py experiment=demo study=saliency_demo game=mspacman model=sparse_fls seed=1 run_root=$(RUN_ROOT) \
+	$(PY) src/train.py experiment=demo study=saliency_demo game=mspacman model=sparse_fls seed=1 "run_root=$(RUN_ROOT)" $(DEMO_ARGS)
+	$(PY) src/saliency.py experiment=demo study=saliency_demo game=mspacman model=sparse_fls seed=1 "run_root=$(RUN_ROOT)" \
 	    'saliency.resolutions=[210x160,84x84]' 'saliency.frame_alignments=[spec,paper]' $(DEMO_ARGS)
-	$(PY) -m analysis table4 --study saliency_demo --run-root $(RUN_ROOT)
+	$(PY) -m analysis table4 --study saliency_demo --run-root "$(RUN_ROOT)"
 
 test: $(SETUP) ## the default test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -54,7 +54,7 @@ test-all: $(SETUP) ## every test but the SLURM ones
 
 ARTEFACTS := table2 table3 table4 table5 fig3 fig6 fig7
 $(ARTEFACTS): $(SETUP)
-	$(PY) -m analysis $@ --study $(STUDY) --run-root $(RUN_ROOT)
+	$(PY) -m analysis $@ --study "$(STUDY)" --run-root "$(RUN_ROOT)"
 table2: ## Table 2: architectures and parameter counts, from the model registry
 table3: ## Table 3: evaluation scores of STUDY (make table3 STUDY=demo)
 table4: ## Table 4: saliency metrics on Atari-HEAD of STUDY
@@ -64,7 +64,7 @@ fig6: ## Figure 6: reward curves of the Sparse FLS variants of STUDY
 fig7: ## Figure 7: reward curves of the other ablations of STUDY
 
 analysis: $(SETUP) ## every artefact of STUDY
-	$(PY) -m analysis all --study $(STUDY) --run-root $(RUN_ROOT)
+	$(PY) -m analysis all --study "$(STUDY)" --run-root "$(RUN_ROOT)"
 
 bench: $(SETUP) ## throughput ratios (trainer vs env, dense FLS update, metrics), < 10 min
 	$(PY) -m bench
@@ -90,7 +90,7 @@ test-slurm: $(SETUP) slurm-up ## the SLURM tests (pytest -m slurm) on the local 
 
 STATUS_ARGS ?=
 sweep-status: $(SETUP) ## every cell of STUDY: done/running/queued/failed/resumable/not started (STATUS_ARGS=--resubmit-failed)
-	$(PY) -m launchers.status --study $(STUDY) --run-root $(RUN_ROOT) $(STATUS_ARGS)
+	$(PY) -m launchers.status --study "$(STUDY)" --run-root "$(RUN_ROOT)" $(STATUS_ARGS)
 
 clean-venv: ## remove .venv (runs/ is never touched)
 	rm -rf $(VENV)

@@ -37,7 +37,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from fls import job_records
-from fls.rundir import Cell, CellDir, CellState, RunLayout
+from fls.cell_lifecycle import training_identity
+from fls.config import CONF_DIR, changes
+from fls.rundir import Cell, CellDamaged, CellDir, CellState, RunLayout
+from fls.train_log import MetricsCSV
 from hydra_plugins.fls_sweeper._grid import cell_overrides, cells_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,7 +223,12 @@ def collect(layout: RunLayout, study: str, use_slurm: bool = True) -> list[Row]:
         grid = set()
     cells = {c.cell for c in layout.cells(study)} | grid | set(records)
     dirs = {cell: CellDir(layout.root, cell) for cell in cells}
-    statuses = {cell: d.status() for cell, d in dirs.items()}
+    statuses, damaged = {}, {}
+    for cell, d in dirs.items():
+        try:
+            statuses[cell] = d.status()
+        except CellDamaged as e:  # one bad cell is reported, the others still are
+            statuses[cell], damaged[cell] = {}, str(e)
     job_ids = {
         cell: (records[cell]["job_id"] if cell in records else status_job_id(statuses[cell]))
         for cell in cells
@@ -237,6 +245,13 @@ def collect(layout: RunLayout, study: str, use_slurm: bool = True) -> list[Row]:
         status, job_id = statuses[cell], job_ids[cell]
         job = slurm.get(job_id, {"state": GONE}) if (slurm is not None and in_slurm[cell]) else None
         state, note = classify(status, dirs[cell].has_checkpoint(), job, _alive_here(status))
+        if state == CellState.RESUMABLE:
+            try:  # what the resume reads besides the checkpoint
+                MetricsCSV(dirs[cell].metrics).rows()
+            except CellDamaged as e:
+                damaged[cell] = str(e)
+        if cell in damaged:
+            state, note = CellState.FAILED, damaged[cell]
         if state == CellState.NOT_STARTED and in_slurm[cell] and slurm is None:
             note = f"job {job_id} submitted; SLURM does not answer here"
         progress = f"{status['update']}/{status['num_updates']}" if "num_updates" in status else "-"
@@ -330,21 +345,52 @@ def base_overrides(layout: RunLayout, study: str) -> list[str]:
     return [o for o in latest if _key(o) not in CELL_KEYS]
 
 
+def _override_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = str(value)
+    # quoted when Hydra's grammar would read it as something else (a list, a sweep, ...)
+    return f"'{text}'" if any(c in text for c in " ,[]{}()='\"\\:") else text
+
+
+def recorded_overrides(layout: RunLayout, cell: Cell, base: list[str]) -> tuple[str, ...]:
+    """What the cell's config.yaml records that `base` + the cell's keys would not compose
+    to (a cell trained without -m, or with overrides of its own): the overrides that make
+    the rerun train what the cell started, instead of being refused as a changed config."""
+    d = CellDir(layout.root, cell)
+    if not d.config.is_file():
+        return ()
+    recorded = training_identity(OmegaConf.to_container(OmegaConf.load(d.config), resolve=True))
+    task = [o for o in base if not o.startswith("hydra")]
+    cell_keys = [f"study={cell.study}", f"game={cell.game}", f"model={cell.model}", f"seed={cell.seed}"]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=TRAIN_APP):
+            composed = compose(config_name=TRAIN_APP, overrides=task + cell_keys)
+    finally:
+        GlobalHydra.instance().clear()
+    return tuple(f"{key}={_override_value(old)}" for key, old, _ in changes(recorded, training_identity(composed)))
+
+
 def rerun_commands(layout: RunLayout, study: str, rows: list[Row], python: str = "python",
                    script: str = "src/train.py") -> list[list[str]]:
-    """One `-m` sweep per (model, seeds) group, covering exactly the cells to rerun."""
-    seeds: dict[tuple[str, str], set[int]] = defaultdict(set)
+    """One `-m` sweep per (model, seeds, the cells' own overrides) group, covering exactly
+    the cells to rerun."""
+    base = base_overrides(layout, study)
+    seeds: dict[tuple[str, str, tuple[str, ...]], set[int]] = defaultdict(set)
     for row in rows:
         if row.state in TO_RERUN:
-            seeds[(row.cell.game, row.cell.model)].add(row.cell.seed)
-    groups: dict[tuple[str, tuple[int, ...]], list[str]] = defaultdict(list)
-    for (game, model), s in sorted(seeds.items()):
-        groups[(model, tuple(sorted(s)))].append(game)
-    base = base_overrides(layout, study)
+            own = recorded_overrides(layout, row.cell, base)
+            seeds[(row.cell.game, row.cell.model, own)].add(row.cell.seed)
+    groups: dict[tuple[str, tuple[int, ...], tuple[str, ...]], list[str]] = defaultdict(list)
+    for (game, model, own), s in sorted(seeds.items()):
+        groups[(model, tuple(sorted(s)), own)].append(game)
     return [
         [python, script, "-m", f"study={study}", f"run_root={layout.root}", f"game={','.join(games)}",
-         f"model={model}", f"seed={','.join(map(str, seed_list))}", *base]
-        for (model, seed_list), games in sorted(groups.items(), key=lambda g: (g[0][0], g[1], g[0][1]))
+         f"model={model}", f"seed={','.join(map(str, seed_list))}", *base, *own]
+        for (model, seed_list, own), games in sorted(groups.items(), key=lambda g: (g[0][0], g[1], g[0][1], g[0][2]))
     ]
 
 

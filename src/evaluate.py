@@ -17,9 +17,10 @@ from omegaconf import DictConfig
 
 from fls.cell_lifecycle import refuse
 from fls.checkpoint import CheckpointError
+from fls.cli import check_command_line
 from fls.errors import ConfigError
 from fls.evaluation import check_eval_config, evaluate_cell
-from fls.rundir import CellBusy, cell_from_config
+from fls.rundir import CellBusy, CellDamaged, cell_from_config
 
 log = logging.getLogger("evaluate")
 
@@ -42,9 +43,10 @@ def evaluate(cfg: DictConfig):
 def main(cfg: DictConfig):
     try:
         return evaluate(cfg)
-    except (ConfigError, CheckpointError, CellBusy) as e:
+    except (ConfigError, CheckpointError, CellBusy, CellDamaged) as e:
         refuse(cfg, e)
 
 
 if __name__ == "__main__":
+    check_command_line("evaluate", check_eval_config)
     main()

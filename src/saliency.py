@@ -15,12 +15,13 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from fls.saliency.atari_head import AtariHeadError
 from fls.cell_lifecycle import refuse
 from fls.checkpoint import CheckpointError
+from fls.cli import check_command_line
 from fls.errors import ConfigError
-from fls.rundir import CellBusy, cell_from_config
-from fls.saliency.scoring import score_cell
+from fls.rundir import CellBusy, CellDamaged, cell_from_config
+from fls.saliency.atari_head import AtariHeadError
+from fls.saliency.scoring import check_saliency_config, score_cell
 
 log = logging.getLogger("saliency_metrics")
 
@@ -31,7 +32,7 @@ def main(cfg: DictConfig):
     try:
         cell = cell_from_config(cfg)
         trials = score_cell(cfg, cell)
-    except (ConfigError, CheckpointError, AtariHeadError, CellBusy) as e:
+    except (ConfigError, CheckpointError, AtariHeadError, CellBusy, CellDamaged) as e:
         refuse(cfg, e)
         return None
     if trials is None:  # nothing to score: leave no empty directory behind
@@ -41,4 +42,5 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    check_command_line("saliency", check_saliency_config)
     main()

@@ -22,11 +22,12 @@ from omegaconf import DictConfig
 
 from fls import checkpoint
 from fls.cell_lifecycle import refuse
-from fls.config import resolve_device
+from fls.cli import check_command_line
+from fls.config import check_train_config, resolve_device
 from fls.errors import ConfigError
 from fls.envs import make_vec_env
 from fls.models import apply_speed_options, autocast_context, build_model
-from fls.rundir import CellBusy
+from fls.rundir import CellBusy, CellDamaged
 from fls.train_log import X_AXIS
 from fls.training_run import TrainingRun
 
@@ -195,9 +196,10 @@ def train(cfg: DictConfig) -> dict | None:
 def main(cfg: DictConfig) -> dict | None:
     try:
         return train(cfg)
-    except (ConfigError, checkpoint.CheckpointError, CellBusy) as e:
+    except (ConfigError, checkpoint.CheckpointError, CellBusy, CellDamaged) as e:
         refuse(cfg, e)  # one line; in a sweep, this cell alone fails
 
 
 if __name__ == "__main__":
+    check_command_line("train", check_train_config)
     main()

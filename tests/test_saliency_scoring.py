@@ -123,15 +123,57 @@ def test_reruns_are_cached_and_other_settings_add_rows(scored: Path, atari_head_
                       "saliency.frame_alignments=[spec,paper]")
     assert res.returncode == 0 and "; 2 cached" in res.stdout  # 2 alignments of 1 trial, both cached
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
-    # a setting that changes the numbers recomputes, and trials.csv shows only that setting's rows
-    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "saliency.sauc_splits=10")
+    # a setting that changes the numbers does not replace the preset's results: refused in
+    # one line naming it, nothing touched; under a preset name of its own it adds rows
+    for changed in ("saliency.sauc_splits=10", "saliency.max_frames=10"):
+        res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", changed)
+        assert res.returncode == 2
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and f"{changed.split('=')[0]}: " in last and "saliency.preset=<new name>" in last
+        assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes and len(pd.read_csv(target.saliency_trials)) == 12
+    res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "saliency.sauc_splits=10", "saliency.preset=splits10")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert spec_file.stat().st_mtime_ns != before
-    assert len(pd.read_csv(target.saliency_trials)) == 3
-    # overwrite=true recomputes even when cached
-    again = spec_file.stat().st_mtime_ns
+    assert spec_file.stat().st_mtime_ns == before
+    trials = pd.read_csv(target.saliency_trials)
+    assert sorted(trials["preset"].value_counts().items()) == [("spec", 12), ("splits10", 3)]
+    # overwrite=true replaces them: trials.csv then has the replaced file's rows of the preset
     res = metrics_cli(scored, atari_head_sample, "model=sparse_fls", "saliency.sauc_splits=10", "saliency.overwrite=true")
-    assert res.returncode == 0 and spec_file.stat().st_mtime_ns != again
+    assert res.returncode == 0 and spec_file.stat().st_mtime_ns != before
+    assert sorted(pd.read_csv(target.saliency_trials)["preset"].value_counts().items()) == [("spec", 3), ("splits10", 3)]
+
+
+def test_the_cache_knows_which_data_it_read(trained: Path, atari_head_sample: Path, tmp_path: Path):
+    runs = tmp_path / "runs"
+    shutil.copytree(trained, runs)
+    copy = tmp_path / "sample"
+    shutil.copytree(atari_head_sample, copy)
+    target = cell(runs)
+    assert metrics_cli(runs, copy, "model=sparse_fls").returncode == 0
+    first = pd.read_csv(target.saliency_trials)
+    spec_file = target.saliency_frames(TRIAL, "spec", "210x160")
+    mtime = spec_file.stat().st_mtime_ns
+
+    # another copy of Atari-HEAD whose gaze differs: recomputed, not served from the cache
+    labels = next(copy.rglob(f"*{TRIAL}*.txt"))
+    text = labels.read_text().splitlines()
+    for i in range(1, len(text)):  # every gaze point 8 pixels to the right
+        fields = text[i].split(",")
+        if len(fields) > 7 and fields[6] != "null":
+            fields[6::2] = [f"{float(x) + 8:.2f}" for x in fields[6::2]]
+        text[i] = ",".join(fields)
+    labels.write_text("\n".join(text) + "\n")
+    res = metrics_cli(runs, copy, "model=sparse_fls")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert spec_file.stat().st_mtime_ns != mtime
+    second = pd.read_csv(target.saliency_trials)
+    model = (second["map"] == "model")
+    assert not np.allclose(first.loc[model, "nss"], second.loc[model, "nss"])
+
+    # a damaged copy fails instead of answering from the cache
+    labels.write_text("\n".join(text[:3]) + "\nnot,a,label")
+    res = metrics_cli(runs, copy, "model=sparse_fls")
+    assert res.returncode != 0
+    assert pd.read_csv(target.saliency_trials).equals(second)
 
 
 def test_table4_reads_the_results(scored: Path):

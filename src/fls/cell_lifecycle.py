@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fls.config import changes
 from fls.errors import ConfigError
-from fls.rundir import LOCK_PREFIX, CellDir, atomic_write_text, remove_if_empty
+from fls.train_log import MetricsCSV
+from fls.rundir import LOCK_PREFIX, CellDir, atomic_write_text, remove_if_empty, remove_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ def open_training_cell(cfg: DictConfig, cell: CellDir) -> CellDir | None:
                 continue
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         log.warning("overwrite=true: discarded %s", cell.path)
+    removed = remove_temporaries(cell.path) if cell.path.is_dir() else 0
+    if removed:
+        log.info("%s: removed %d temporary file(s) of a write that never finished", cell.path, removed)
     ident = training_identity(cfg)
     if cell.config.exists():
         recorded = training_identity(OmegaConf.to_container(OmegaConf.load(cell.config), resolve=True))
@@ -90,6 +94,11 @@ def open_training_cell(cfg: DictConfig, cell: CellDir) -> CellDir | None:
                 f"{cell.path} was started with a different config ({'; '.join(differ[:4])}); "
                 "use another study=, or overwrite=true to discard it"
             )
+    elif cell.status_file.exists() or cell.has_checkpoint() or cell.metrics.exists():
+        raise ConfigError(
+            f"{cell.path} has training results but no config.yaml, so what they were trained with "
+            "cannot be checked; restore its config.yaml, or overwrite=true to discard the cell"
+        )
     else:
         cell.path.mkdir(parents=True, exist_ok=True)
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -102,4 +111,5 @@ def open_training_cell(cfg: DictConfig, cell: CellDir) -> CellDir | None:
             cell.cell.key, status.get("global_step"), status.get("finished_at"),
         )
         return None
+    MetricsCSV(cell.metrics).rows()  # a damaged file is named now, before envs and model are built
     return cell

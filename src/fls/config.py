@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +13,20 @@ from omegaconf import OmegaConf
 
 from fls.envs import check_env_config
 from fls.errors import ConfigError
+from fls.rundir import NAME
 
 # conf/ of this checkout: where evaluation and analysis find game configs by name
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 DEVICES = ("auto", "cpu", "cuda")
+# Seeds of torch, numpy (< 2**32) and the envs (seed + i, and resumed runs' seeds, < 2**31)
+SEED_LIMIT = 2**30
+# docs/protocol.md#ppo: what each PPO key accepts
+PPO_POSITIVE = ("learning_rate", "adam_eps", "clip_coef", "max_grad_norm")
+PPO_NON_NEGATIVE = ("ent_coef", "vf_coef")
+PPO_UNIT = ("gamma", "gae_lambda")
+PPO_COUNTS = ("num_steps", "num_minibatches", "update_epochs")
+PPO_SWITCHES = ("anneal_lr", "clip_vloss", "norm_adv")
 
 
 def changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -55,12 +67,75 @@ def as_int(key: str, value: Any, *, hint: str = "") -> int:
         raise ConfigError(f"{key}={value}: expected an integer{hint}") from None
 
 
+def as_float(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{key}={value!r}: expected a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{key}={value}: expected a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}={value}: expected a finite number")
+    return number
+
+
 def check_seed(value: Any) -> int:
     if isinstance(value, str) and "-" in value.strip()[1:]:
         raise ConfigError(
             f"seed={value} is a range: sweep it with -m (python src/train.py -m seed={value})"
         )
-    return as_int("seed", value, hint=" (ranges like seed=0-4 need -m)")
+    # an int as Hydra parses it: 1.0 or "1" would name another cell directory than seed=1
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise ConfigError(f"seed={value}: expected an integer from 0 to {SEED_LIMIT - 1} "
+                          "(ranges like seed=0-4 need -m)")
+    return value
+
+
+def check_ppo(ppo: Any) -> None:
+    for key in PPO_COUNTS:
+        if as_int(f"ppo.{key}", ppo[key]) <= 0:
+            raise ConfigError(f"ppo.{key}={ppo[key]}: expected a positive integer")
+    for key in PPO_POSITIVE:
+        if as_float(f"ppo.{key}", ppo[key]) <= 0:
+            raise ConfigError(f"ppo.{key}={ppo[key]}: expected a positive number")
+    for key in PPO_NON_NEGATIVE:
+        if as_float(f"ppo.{key}", ppo[key]) < 0:
+            raise ConfigError(f"ppo.{key}={ppo[key]}: expected a number >= 0")
+    for key in PPO_UNIT:
+        if not 0 <= as_float(f"ppo.{key}", ppo[key]) <= 1:
+            raise ConfigError(f"ppo.{key}={ppo[key]}: expected a number from 0 to 1")
+    for key in PPO_SWITCHES:
+        if not isinstance(ppo[key], bool):
+            raise ConfigError(f"ppo.{key}={ppo[key]}: expected true or false")
+
+
+def check_name(key: str, value: Any) -> str:
+    """A study (or other) name that is one folder of the run layout."""
+    if not isinstance(value, str) or not NAME.fullmatch(value) or value in (".", ".."):
+        raise ConfigError(f"{key}={value}: expected a name of letters, digits, '_', '-', '.' "
+                          "(one folder, not a path)")
+    return value
+
+
+def check_writable(key: str, path: Path | str) -> None:
+    """`path` can be created and written: its first existing ancestor is a folder we may
+    write in (probed with a temporary file that is removed at once)."""
+    path = Path(path).absolute()
+    ancestor = next(p for p in (path, *path.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise ConfigError(f"{key}={path}: {ancestor} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".fls-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{key}={path}: cannot write in {ancestor} ({e.strerror})") from None
+
+
+def check_cell_location(cfg: Any) -> None:
+    """study= and run_root= name a cell directory this process can write."""
+    check_name("study", cfg.study)
+    check_writable("run_root", cfg.run_root)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,6 +149,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def rollout_size(cfg: Any) -> int:
+    return as_int("num_envs", cfg.num_envs) * as_int("ppo.num_steps", cfg.ppo.num_steps)
+
+
 def check_train_config(cfg: Any) -> None:
     """Every reason a training cell could not start, as one ConfigError."""
     check_seed(cfg.seed)
@@ -83,9 +162,9 @@ def check_train_config(cfg: Any) -> None:
     envs = as_int("num_envs", cfg.num_envs)
     if envs <= 0:
         raise ConfigError(f"num_envs={cfg.num_envs}: must be a positive integer")
-    batch = envs * as_int("ppo.num_steps", cfg.ppo.num_steps)
-    minibatches = as_int("ppo.num_minibatches", cfg.ppo.num_minibatches)
-    if batch <= 0 or minibatches <= 0 or batch % minibatches:
+    check_ppo(cfg.ppo)
+    batch = rollout_size(cfg)
+    if batch % int(cfg.ppo.num_minibatches):
         raise ConfigError(
             f"ppo.num_minibatches={cfg.ppo.num_minibatches}: must divide num_envs x ppo.num_steps = {batch}"
         )
@@ -96,5 +175,8 @@ def check_train_config(cfg: Any) -> None:
         )
     if as_int("checkpoint_every", cfg.checkpoint_every) <= 0:
         raise ConfigError(f"checkpoint_every={cfg.checkpoint_every}: must be a positive number of updates")
+    if as_int("torch_threads", cfg.torch_threads) < 0:
+        raise ConfigError(f"torch_threads={cfg.torch_threads}: expected 0 (torch's default) or a positive integer")
     resolve_device(cfg.device)
     check_env_config(cfg.env, cfg.game)
+    check_cell_location(cfg)

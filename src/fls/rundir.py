@@ -91,6 +91,14 @@ class Cell:
         return f"{self.game}/{self.model}/seed_{self.seed}"
 
 
+class CellDamaged(ValueError):
+    """A file of a cell that cannot be read (not JSON, a row that is not a metrics row, ...):
+    the message names the file and what to do."""
+
+
+TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")  # atomic_write_bytes' names
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never half."""
     path = Path(path)
@@ -111,6 +119,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Remove the temporary files of atomic writes that never finished (a writer killed with
+    -9 mid-write) directly in `folder`. Only for a caller holding the lock of everything
+    written there. Returns how many went."""
+    removed = 0
+    for path in Path(folder).glob(".*.tmp"):
+        if TEMPORARY.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 class CellDir:
@@ -197,11 +217,16 @@ class CellDir:
     def status(self) -> dict[str, Any]:
         """The last status written, or {} for a cell that never started."""
         try:
-            return json.loads(self.status_file.read_text())
+            status = json.loads(self.status_file.read_text())
         except FileNotFoundError:
             return {}
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{self.status_file}: not valid JSON ({e})") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CellDamaged(f"{self.status_file}: damaged, not a status file ({e}); "
+                              "delete it to let the trainer rewrite it, or overwrite=true") from None
+        if not isinstance(status, dict):
+            raise CellDamaged(f"{self.status_file}: damaged, not a status file (a JSON {type(status).__name__}); "
+                              "delete it to let the trainer rewrite it, or overwrite=true")
+        return status
 
     def write_status(self, **fields: Any) -> dict[str, Any]:
         """Merge `fields` into status.json (atomically) and return the new status."""
@@ -357,13 +382,13 @@ def remove_if_empty(path: Path, stop: Path) -> None:
 def _cell_path_resolver(run_root: str, study: str, game: str, model: str, seed: Any) -> str:
     """OmegaConf resolver `${cell_dir:...}` so Hydra's output dir is this layout's path."""
     try:
-        seed = int(seed)
+        cell = Cell(study, game, model, int(seed))
     except (TypeError, ValueError):
-        # Not an integer (e.g. a range given without -m): the entry point reports it;
-        # until then give Hydra a path that is not a cell directory.
+        # Not a cell (a range given without -m, study=a/b): the entry point's config check
+        # reports it in one line; until then give Hydra a path that is not a cell directory.
         return str((Path(run_root) / ".invalid").absolute())
     # Absolute, because Hydra joins it to hydra.sweep.dir in multirun.
-    return str(CellDir(run_root, Cell(study, game, model, seed)).path.absolute())
+    return str(CellDir(run_root, cell).path.absolute())
 
 
 # The checkout itself: where the data it ships lives (data/), whatever the working directory.

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fls.rundir import CellDir, atomic_write_text
+from fls.rundir import CellDamaged, CellDir, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ COLUMNS = [
 ]
 
 
+REPAIR = "remove that line (rows after the checkpoint are dropped on resume anyway), or overwrite=true"
+
+
 class MetricsCSV:
     """Append-only metrics file with a fixed header."""
 
@@ -56,10 +59,7 @@ class MetricsCSV:
 
     def truncate_after(self, update: int) -> int:
         """Drop rows past `update` (written after the last checkpoint). Returns rows kept."""
-        if not self.path.exists():
-            return 0
-        with self.path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = self.rows()
         kept = [r for r in rows if int(r["update"]) <= update]
         if len(kept) != len(rows):
             buf = io.StringIO()
@@ -69,6 +69,21 @@ class MetricsCSV:
             atomic_write_text(self.path, buf.getvalue())
             log.info("metrics.csv: dropped %d rows logged after the checkpoint", len(rows) - len(kept))
         return len(kept)
+
+    def rows(self) -> list[dict[str, str]]:
+        """The rows written so far; CellDamaged names the file and the first bad row."""
+        if not self.path.exists():
+            return []
+        try:
+            with self.path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise CellDamaged(f"{self.path}: damaged ({e}); {REPAIR}") from None
+        for line, row in enumerate(rows, start=2):
+            value = row.get("update")
+            if value is None or not value.isdigit() or None in row:
+                raise CellDamaged(f"{self.path}: line {line} is not a metrics row (update={value!r}); {REPAIR}")
+        return rows
 
     def write(self, row: dict[str, Any]) -> None:
         if self._file is None:

@@ -89,6 +89,10 @@ class TrainingRun:
         """The run of the cell `cfg` names, or None when that cell is already done. Raises
         ConfigError (bad or changed config) and CellBusy (another process trains it)."""
         check_train_config(cfg)  # before anything is written, the lock file included
+        if num_updates * batch_size != int(cfg.total_timesteps):
+            log.warning("total_timesteps=%s is not a multiple of the rollout (num_envs x ppo.num_steps = %d): "
+                        "training %d updates = %d agent steps", cfg.total_timesteps, batch_size, num_updates,
+                        num_updates * batch_size)
         cell = cell_from_config(cfg)
         with ExitStack() as held:
             held.enter_context(cell.lock("train"))

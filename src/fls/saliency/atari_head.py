@@ -19,6 +19,8 @@ there is one. Gaps the real dataset is known to have (frames with no gaze sample
 
 from __future__ import annotations
 
+import hashlib
+
 import csv
 import re
 import tarfile
@@ -400,6 +402,14 @@ class TrialInfo:
     @property
     def highscore(self) -> bool:
         return self.meta.highscore
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this trial's data wherever it is copied: the label file's SHA-1
+        (it holds every gaze point) and the image archive's size (hundreds of MB; hashing
+        it would cost more than scoring). A cache keyed on it never serves one copy's
+        numbers for another, nor for a damaged one."""
+        digest = hashlib.sha1(self.labels.read_bytes()).hexdigest()
+        return {"trial": self.trial_id, "labels_sha1": digest, "archive_bytes": self.archive.stat().st_size}
 
 
 @dataclass

@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from fls.saliency.atari_head import GAMES, NOT_RECORDED, AtariHead, AtariHeadError, Trial, TrialInfo
-from fls.config import as_int, check_seed, resolve_device
+from fls.config import as_int, changes, check_seed, resolve_device
 from fls.errors import ConfigError
 from fls.trained_cell import TrainedCell, open_trained_cell
 from fls.saliency.gaze import ALIGNMENTS, PROCESSED_SHAPE, RAW_SHAPE, STACK_FILLS, fixation_map, play_trial, processed_indices
@@ -304,8 +304,28 @@ def belongs(file_key: dict[str, Any] | None, key: dict[str, Any]) -> bool:
     if file_key is None:
         return False
     if file_key.get("preset") == key["preset"]:
-        return file_key == key
+        return {k: v for k, v in file_key.items() if k != "data"} == key
     return (file_key.get("checkpoint_global_step"), file_key.get("maps")) == (key["checkpoint_global_step"], key["maps"])
+
+
+# What may change between runs of one preset: a newer checkpoint, a new copy of the data,
+# which maps are scored; anything else is another setting, which gets another preset name.
+RECOMPUTED = ("checkpoint_global_step", "data", "maps")
+
+
+def refuse_other_settings(path: Path, file_key: dict[str, Any] | None, key: dict[str, Any]) -> None:
+    """A cached per-frame file of the same preset computed with other settings is not
+    replaced without saliency.overwrite=true: ConfigError naming what differs."""
+    if file_key is None:
+        return
+    differ = [(k, a, b) for k, a, b in changes({k: v for k, v in file_key.items() if k not in RECOMPUTED},
+                                                 {k: v for k, v in key.items() if k not in RECOMPUTED})]
+    if differ:
+        what = "; ".join(f"saliency.{k}: {a} -> {b}" for k, a, b in differ[:4])
+        raise ConfigError(
+            f"{path} holds preset {key['preset']}'s results with other settings ({what}); keep both by "
+            "naming these settings with saliency.preset=<new name>, or replace them with saliency.overwrite=true"
+        )
 
 
 def rebuild_trials(cell: CellDir, key: dict[str, Any]) -> pd.DataFrame:
@@ -377,29 +397,33 @@ def _score(cfg: DictConfig, cell: CellDir, trained: TrainedCell) -> pd.DataFrame
 
     todo = []
     for info in infos:
+        trial_key = {**key, "data": info.fingerprint()}
         for alignment in alignments:
             paths = {res: cell.saliency_frames(info.trial_id, alignment, res, settings.preset) for res in resolutions}
-            stale = {res: p for res, p in paths.items() if ah.overwrite or read_key(p) != key}
+            stale = {res: p for res, p in paths.items() if ah.overwrite or read_key(p) != trial_key}
+            if not ah.overwrite:
+                for p in stale.values():
+                    refuse_other_settings(p, read_key(p), trial_key)
             if stale:
-                todo.append((info, alignment, stale))
+                todo.append((info, alignment, stale, trial_key))
     cached = len(infos) * len(alignments) - len(todo)
     log.info("%s: %d trial(s) of %s x %s x %s; %d cached", cell.cell.key, len(infos), cfg.game.name,
              "+".join(alignments), "+".join(resolutions), cached)
 
     if todo:
-        loaded = {info.trial_id: dataset.load(info) for info, _, _ in todo}
+        loaded = {info.trial_id: dataset.load(info) for info, _, _, _ in todo}
         total = sum(min(len(processed_indices(len(loaded[info.trial_id]), alignment)), settings.max_frames or sys.maxsize)
-                    for info, alignment, _ in todo)
+                    for info, alignment, _, _ in todo)
         with tqdm(total=total, unit="frame", desc=f"{cell.cell.key} saliency",
                   disable=not sys.stderr.isatty(), dynamic_ncols=True) as bar:
-            for info, alignment, stale in todo:
+            for info, alignment, stale, trial_key in todo:
                 played = play(loaded[info.trial_id], alignment, settings, model if "model" in maps else None,
                               device, int(ah.batch_size), bar)
                 if len(played.indices) < 2:
                     raise AtariHeadError(f"{info.labels}: {len(played.indices)} processed frame(s); the metrics need 2")
                 for res, path in stale.items():
                     frames = score_trial(played, info.trial_id, alignment, res, maps, settings)
-                    write_frames(path, frames, key)
+                    write_frames(path, frames, trial_key)
                     log.info("trial %d (%s, %s): %s", info.trial_id, alignment, res, _brief(frames))
     trials = rebuild_trials(cell, key)
     log.info("%s: wrote %s (%d rows)", cell.cell.key, cell.saliency_trials, len(trials))
