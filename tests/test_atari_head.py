@@ -17,6 +17,7 @@ from fls.saliency.atari_head import (
     AtariHead,
     AtariHeadError,
     AtariHeadWarning,
+    read_frames,
     read_labels,
 )
 
@@ -288,10 +289,49 @@ def test_malformed_label_fields(tmp_path: Path):
     assert error(read_labels, path).startswith(f"{path}:3: score='oops'")
     write_trial(tmp_path, 1, n=2, rows=[gaze_row("XY", "123", 1), "XY_123_2,0,1"])
     assert error(read_labels, path).startswith(f"{path}:3: 3 fields")
-    write_trial(tmp_path, 1, n=3, rows=[gaze_row("XY", "123", 1), gaze_row("XY", "123", 3)])
-    assert error(read_labels, path).startswith(f"{path}:3: frame_id 'XY_123_3' should be frame number 2")
+    write_trial(tmp_path, 1, n=3, rows=[gaze_row("XY", "123", k) for k in (1, 3, 2)])
+    assert error(read_labels, path).startswith(f"{path}:4: frame_id 'XY_123_2' should be frame number 4")
     path.write_text("frame,gaze\n")
     assert error(read_labels, path).startswith(f"{path}:1: expected the header")
+
+
+def test_label_rows_dropped_by_a_re_export_are_null_rows_with_one_warning(tmp_path: Path):
+    # frames 3 and 4 had no gaze; a re-exported copy dropped their rows, the PNGs are there
+    write_trial(tmp_path, 1, n=6, rows=[gaze_row("XY", "123", k) for k in (1, 2, 5, 6)])
+    path = tmp_path / "1_XY_123_Jan-01-00-00-00.txt"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels = read_labels(path)
+    assert len(caught) == 1 and str(path) in str(caught[0].message)
+    assert "2 of 6 frames have no label row" in str(caught[0].message)
+    assert labels.frame_ids == [f"XY_123_{k}" for k in range(1, 7)]
+    assert labels.gaze.counts().tolist() == [1, 1, 0, 0, 1, 1]
+    assert np.isnan(labels.scalars["score"][2:4]).all() and labels.scalars["score"][4] == 105
+    # the frames of the gap come from the archive as usual
+    frames = list(read_frames(tmp_path / "1_XY_123_Jan-01-00-00-00.tar.bz2", labels))
+    assert [int(f[0, 0, 0]) for f in frames] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_truncated_label_file_is_reported(tmp_path: Path):
+    archive = write_trial(tmp_path, 1, n=8, rows=[gaze_row("XY", "123", k) for k in range(1, 9)])
+    path = tmp_path / "1_XY_123_Jan-01-00-00-00.txt"
+    text = path.read_text()
+    cut = text.index("XY_123_6,") + len("XY_123_6,0,106,50,0,3,6.5,")  # mid-way through a gaze pair
+    path.write_text(text[:cut])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels = read_labels(path)
+        frames = list(read_frames(archive, labels))
+    messages = [str(w.message) for w in caught]
+    assert len(labels) == 5 and len(frames) == 5
+    assert any(f"{path}:7: the last line has no line end" in m and "dropped" in m for m in messages), messages
+    assert any(f"{archive}: 3 of its 8 frames have no row" in m for m in messages), messages
+    # a whole last row without its line end is read, and still reported
+    path.write_text(text.rstrip("\n"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(read_labels(path)) == 8
+    assert any("the last line has no line end" in str(w.message) and "dropped" not in str(w.message) for w in caught)
 
 
 def test_missing_frame(v4: Path):

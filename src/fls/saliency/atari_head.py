@@ -19,9 +19,9 @@ there is one. Gaps the real dataset is known to have (frames with no gaze sample
 
 from __future__ import annotations
 
-import hashlib
-
 import csv
+import hashlib
+import os
 import re
 import tarfile
 import warnings
@@ -230,6 +230,10 @@ def read_labels(path: Path) -> Labels:
 
     Frame k of the file (0-based) must be frame number k + 1 (the PNG `<...>_<k+1>.png`):
     the saliency protocol counts raw frames by position, so a gap would misalign them.
+    Re-exported copies drop the rows of frames without gaze instead of writing `null`: a
+    forward gap in the numbering is read as `null` rows for the frames it skips, with one
+    warning naming the file and how many. A last line without its line end (a truncated
+    file) is reported, and dropped when it is not a whole row.
     """
     path = Path(path)
     try:
@@ -241,7 +245,16 @@ def read_labels(path: Path) -> Labels:
     chunks: list[np.ndarray] = []
     counts: list[int] = []
     lines: list[int] = []
-    null_gaze = null_scalars = 0
+    null_gaze = null_scalars = missing_rows = 0
+    try:
+        with path.open("rb") as raw:
+            raw.seek(0, os.SEEK_END)
+            if raw.tell():
+                raw.seek(-1, os.SEEK_END)
+            unterminated = raw.tell() > 0 and raw.read(1) not in (b"\n", b"\r")
+    except OSError:
+        unterminated = False
+    truncated_note = ""
     with fp:
         reader = csv.reader(fp)
         header = next(reader, None)
@@ -250,17 +263,35 @@ def read_labels(path: Path) -> Labels:
                 f"{path}:1: expected the header {','.join(LABEL_HEADER)},gaze_positions, got "
                 f"{','.join(header or [])!r}"
             )
-        for row in reader:
-            line = reader.line_num
+        rows = [(reader.line_num, row) for row in reader]
+        for position, (line, row) in enumerate(rows):
             if not any(cell.strip() for cell in row):
                 continue
+            if unterminated and position == len(rows) - 1:
+                try:
+                    _check_whole_row(path, line, row)
+                except AtariHeadError as e:
+                    truncated_note = f"; it is not a whole row ({str(e).split(': ', 2)[-1]}), so it was dropped"
+                    break
             if len(row) < len(LABEL_HEADER) + 1:
                 raise AtariHeadError(
                     f"{path}:{line}: {len(row)} fields, expected frame_id, 5 values and the gaze "
                     "positions (or null)"
                 )
             frame_id = row[0].strip()
-            if _frame_number(frame_id) != len(frame_ids) + 1:
+            number, expected = _frame_number(frame_id), len(frame_ids) + 1
+            if number is not None and number > expected and frame_ids:
+                # rows of frames without gaze, dropped by a re-export: null rows
+                prefix = frame_id[: len(frame_id) - len(str(number))]
+                for k in range(expected, number):
+                    frame_ids.append(f"{prefix}{k}")
+                    scalars.append([np.nan] * len(SCALAR_FIELDS))
+                    chunks.append(np.empty((0, 2)))
+                    counts.append(0)
+                    lines.append(line)
+                missing_rows += number - expected
+                expected = number
+            if number != expected:
                 raise AtariHeadError(
                     f"{path}:{line}: frame_id {frame_id!r} should be frame number "
                     f"{len(frame_ids) + 1} (rows must list frames 1, 2, 3, ... in order)"
@@ -300,11 +331,20 @@ def read_labels(path: Path) -> Labels:
             counts.append(len(xy))
             lines.append(line)
 
-    if null_gaze or null_scalars:
-        gaps = [f"{null_gaze} of {len(frame_ids)} frames have no gaze sample (null; they add no fixations)"]
+    if null_gaze or null_scalars or missing_rows:
+        gaps = []
+        if null_gaze:
+            gaps.append(f"{null_gaze} of {len(frame_ids)} frames have no gaze sample (null; they add no fixations)")
+        if missing_rows:
+            gaps.append(f"{missing_rows} of {len(frame_ids)} frames have no label row (read as null rows: "
+                        "no gaze, no fixations)")
         if null_scalars:
             gaps.append(f"{null_scalars} other label values are null (read as NaN)")
         warnings.warn(f"{path}: {', '.join(gaps)}", AtariHeadWarning, stacklevel=2)
+    if unterminated:
+        last = rows[-1][0] if rows else 1
+        warnings.warn(f"{path}:{last}: the last line has no line end (a truncated file?){truncated_note}; "
+                      f"{len(frame_ids)} frames read", AtariHeadWarning, stacklevel=2)
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     points = np.concatenate(chunks) if chunks else np.empty((0, 2))
@@ -315,9 +355,19 @@ def read_labels(path: Path) -> Labels:
         scalars={name: table[:, j] for j, name in enumerate(SCALAR_FIELDS)},
         gaze=GazePoints(points, offsets),
         lines=lines,
-        null_gaze_frames=null_gaze,
+        null_gaze_frames=null_gaze + missing_rows,
         null_scalars=null_scalars,
     )
+
+
+def _check_whole_row(path: Path, line: int, row: list[str]) -> None:
+    """The checks a row must pass to be read (the loop of read_labels repeats them with its
+    own messages): enough fields, numbers, x,y pairs."""
+    if len(row) < len(LABEL_HEADER) + 1:
+        raise AtariHeadError(f"{path}:{line}: {len(row)} fields")
+    gaze = row[len(LABEL_HEADER):]
+    if not (len(gaze) == 1 and gaze[0].strip() == "null") and (len(gaze) % 2 or not all(_is_float(c) for c in gaze)):
+        raise AtariHeadError(f"{path}:{line}: {len(gaze)} gaze fields, not x,y number pairs")
 
 
 def _is_float(text: str) -> bool:
@@ -358,10 +408,15 @@ def read_frames(archive: Path, labels: Labels) -> Iterator[np.ndarray]:
     """The frames of `labels`, in its row order, as 210 x 160 x 3 uint8 RGB arrays.
 
     Every label row's PNG must be in the archive: the check runs (and a missing frame
-    raises) before the first frame is yielded. PNGs without a label row are ignored.
+    raises) before the first frame is yielded. PNGs without a label row are not read, and
+    a warning says how many there are.
     """
     archive = Path(archive)
     pngs = _read_pngs(archive)
+    unlabelled = len(set(pngs) - set(labels.frame_ids))
+    if unlabelled:
+        warnings.warn(f"{archive}: {unlabelled} of its {len(pngs)} frames have no row in {labels.path} "
+                      "(a truncated label file?); they are not scored", AtariHeadWarning, stacklevel=2)
     for k, frame_id in enumerate(labels.frame_ids):
         if frame_id not in pngs:
             missing = sum(f not in pngs for f in labels.frame_ids)
