@@ -15,6 +15,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+from fls import zoo
 from fls.cell_lifecycle import refuse
 from fls.checkpoint import CheckpointError
 from fls.cli import check_command_line
@@ -27,7 +28,7 @@ log = logging.getLogger("evaluate")
 
 def evaluate(cfg: DictConfig):
     check_eval_config(cfg)
-    cell = cell_from_config(cfg)
+    cell = zoo.select(cfg) or cell_from_config(cfg)
     if cfg.video:
         from fls.video import record_cell_video
 

@@ -15,6 +15,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+from fls import zoo
 from fls.cell_lifecycle import refuse
 from fls.checkpoint import CheckpointError
 from fls.cli import check_command_line
@@ -30,7 +31,7 @@ log = logging.getLogger("saliency_metrics")
 def main(cfg: DictConfig):
     cell = None
     try:
-        cell = cell_from_config(cfg)
+        cell = zoo.select(cfg) or cell_from_config(cfg)
         trials = score_cell(cfg, cell)
     except (ConfigError, CheckpointError, AtariHeadError, CellBusy, CellDamaged) as e:
         refuse(cfg, e)

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from fls.config import changes
 from fls.errors import ConfigError
 from fls.train_log import MetricsCSV
-from fls.rundir import LOCK_PREFIX, CellDir, atomic_write_text, remove_if_empty, remove_temporaries
+from fls.rundir import LOCK_PREFIX, REPO, CellDir, atomic_write_text, remove_if_empty, remove_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,19 @@ def training_identity(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return ident
 
 
+def source_commit() -> str | None:
+    """The commit of the checkout this code runs from (None outside git); a run records it
+    so its results can be traced to the code that made them."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
 def job_info() -> dict[str, Any]:
     """Where this process runs, for status.json and sweep-status."""
-    info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "commit": source_commit()}
     for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
         if var in os.environ:
             info[var.lower()] = os.environ[var]
