@@ -31,11 +31,17 @@ $(SETUP): pyproject.toml requirements.lock
 
 setup: $(SETUP) ## create .venv with the pinned dependencies (idempotent)
 
-demo: $(SETUP) ## the main job: train a small Breakout sweep on CPU, evaluate it, print its table
+ZOO_AGENTS ?= breakout_nature_cnn,breakout_sparse_fls
+demo: $(SETUP) ## the main job: train a small Breakout sweep on CPU, evaluate it, then the trained zoo agents beside it
 	$(PY) src/train.py -m experiment=demo "run_root=$(RUN_ROOT)" $(DEMO_ARGS)
 	$(PY) src/evaluate.py -m experiment=demo "run_root=$(RUN_ROOT)" $(DEMO_ARGS)
 	$(PY) -m analysis table3 --study demo --run-root "$(RUN_ROOT)"
 	$(PY) -m analysis fig3 --study demo --run-root "$(RUN_ROOT)"
+	@echo "--- the trained agents of zoo/ (zoo/README.md), evaluated the same way"
+	$(PY) src/evaluate.py -m zoo=$(ZOO_AGENTS) eval.games=4 eval.num_envs=4 "run_root=$(RUN_ROOT)"
+	$(PY) -m analysis table3 --study zoo --run-root "$(RUN_ROOT)"
+	$(PY) src/evaluate.py zoo=breakout_sparse_fls video=true "run_root=$(RUN_ROOT)"
+	@echo "Sparse FLS zoo agent's saliency video and contact sheet: $(RUN_ROOT)/zoo/breakout/sparse_fls/seed_1/video/breakout/"
 
 saliency-demo: $(SETUP) ## Table 4 on the Atari-HEAD sample: train a small Ms. Pac-Man Sparse FLS cell, score it against human gaze
 	$(PY) src/train.py experiment=demo study=saliency_demo game=mspacman model=sparse_fls seed=1 "run_root=$(RUN_ROOT)" $(DEMO_ARGS)

@@ -1,0 +1,120 @@
+"""The trained agents of zoo/: every entry loads, installs as a cell and plays a real game;
+packing a trained cell makes an entry that acts as the cell did; damage is one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from fls import zoo
+from fls.errors import ConfigError
+from fls.rundir import RunLayout
+from fls.trained_cell import load_model
+
+from conftest import PYTHON, REPO
+
+ENTRIES = zoo.entries()
+
+
+def test_the_zoo_has_the_breakout_agents():
+    assert {"breakout_sparse_fls", "breakout_nature_cnn"} <= set(ENTRIES)
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_every_entry_is_small_documented_and_matches_its_config_file(name):
+    path = REPO / "zoo" / name
+    config, weights = zoo.read_entry(path)
+    assert (path / zoo.WEIGHTS).stat().st_size < 8 * 2**20
+    assert all(v.dtype == torch.float16 for v in weights["state_dict"].values() if v.is_floating_point())
+    status = json.loads((path / "status.json").read_text())
+    assert status["state"] == "done" and status["global_step"] == weights["global_step"] > 100_000
+    provenance = json.loads((path / zoo.PROVENANCE).read_text())
+    assert len(provenance["commit"]) == 40 and provenance["command"].startswith("python src/train.py")
+    assert provenance["random_agent"]["n"] >= 32
+    summary = json.loads((path / "eval" / config["game"]["name"] / "summary.json").read_text())
+    assert summary["n"] >= 32 and summary["mean"] > provenance["random_agent"]["mean"] + 2 * provenance["random_agent"]["std"]
+    entry_conf = OmegaConf.load(REPO / "conf" / "zoo" / f"{name}.yaml")
+    assert entry_conf.zoo == name and entry_conf.seed == config["seed"]
+    assert f"override /game: {config['game']['name']}" in (REPO / "conf" / "zoo" / f"{name}.yaml").read_text()
+    assert f"override /model: {config['model']['name']}" in (REPO / "conf" / "zoo" / f"{name}.yaml").read_text()
+    assert f"| {name} |" in (REPO / "zoo" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_every_entry_evaluates_one_game_as_a_cell(name, tmp_path):
+    res = subprocess.run([PYTHON, "src/evaluate.py", f"zoo={name}", f"run_root={tmp_path}", "eval.games=1",
+                          "eval.num_envs=1"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    config, _ = zoo.read_entry(REPO / "zoo" / name)
+    cell = RunLayout(tmp_path).cell("zoo", config["game"]["name"], config["model"]["name"], config["seed"])
+    summary = json.loads(cell.eval_summary(config["game"]["name"]).read_text())
+    assert summary["n"] == 1 and summary["cell"] == cell.cell.key
+    assert not (REPO / "zoo" / name / "eval" / config["game"]["name"] / "games.parquet").exists()
+
+
+@pytest.fixture(scope="module")
+def trained_cell(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    res = subprocess.run([PYTHON, "src/train.py", "experiment=smoke", "model=sparse_fls", f"run_root={root}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return RunLayout(root).cell("smoke", "breakout", "sparse_fls", 1).path
+
+
+def test_a_packed_cell_installs_and_acts_as_the_cell(trained_cell, tmp_path):
+    zoo_dir, conf_dir = tmp_path / "zoo", tmp_path / "conf_zoo"
+    entry = zoo.pack(trained_cell, "mine", commit="0" * 40, command="python src/train.py experiment=smoke",
+                     zoo_dir=zoo_dir, conf_dir=conf_dir)
+    assert {p.name for p in entry.iterdir()} >= {"config.yaml", "status.json", "metrics.csv", zoo.WEIGHTS, zoo.PROVENANCE}
+    assert "override /model: sparse_fls" in (conf_dir / "mine.yaml").read_text()
+    with pytest.raises(ConfigError, match="exists; remove it first"):
+        zoo.pack(trained_cell, "mine", zoo_dir=zoo_dir, conf_dir=conf_dir)
+
+    cell = zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
+    assert cell.path == RunLayout(tmp_path / "runs").cell("zoo", "breakout", "sparse_fls", 1).path
+    assert cell.is_done() and cell.status()["zoo"] == "mine"
+    original = load_model(RunLayout(trained_cell.parents[3]).cell("smoke", "breakout", "sparse_fls", 1), torch.device("cpu"))
+    installed = load_model(cell, torch.device("cpu"))
+    obs = torch.randint(0, 256, (16, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        a, b = original.model(obs), installed.model(obs)
+    logits = [x[0] if isinstance(x, tuple) else x for x in (a, b)]
+    assert torch.allclose(logits[0], logits[1], atol=2e-2)  # fp16 weights
+    # installing again reuses the cell; another version of the entry is refused
+    assert zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir).path == cell.path
+    weights = torch.load(entry / zoo.WEIGHTS, weights_only=True)
+    weights["global_step"] += 1
+    torch.save(weights, entry / zoo.WEIGHTS)
+    with pytest.raises(ConfigError, match="holds another version of zoo entry mine"):
+        zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
+
+
+def test_a_damaged_entry_is_one_line(trained_cell, tmp_path):
+    zoo_dir = tmp_path / "zoo"
+    entry = zoo.pack(trained_cell, "mine", commit="0" * 40, zoo_dir=zoo_dir, conf_dir=tmp_path / "conf_zoo")
+    good = (entry / zoo.WEIGHTS).read_bytes()
+    (entry / zoo.WEIGHTS).write_bytes(good[: len(good) // 2])
+    with pytest.raises(ConfigError, match=r"weights.pt: damaged or not a zoo weights file") as info:
+        zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
+    assert "\n" not in str(info.value)
+    (entry / zoo.WEIGHTS).write_bytes(good)
+    (entry / "config.yaml").write_text("game: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"config.yaml: damaged"):
+        zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ConfigError, match="zoo=nope: no such entry"):
+        zoo.install("nope", tmp_path / "runs", zoo_dir=zoo_dir)
+
+
+def test_a_zoo_entry_with_a_contradicting_cell_is_refused(tmp_path):
+    res = subprocess.run([PYTHON, "src/evaluate.py", "zoo=breakout_nature_cnn", "model=sparse_fls",
+                          f"run_root={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip() and not line.startswith(("A.L.E", "[Powered"))]
+    assert len(lines) == 1 and "zoo=breakout_nature_cnn: the entry is nature_cnn" in lines[0]
