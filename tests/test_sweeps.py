@@ -85,11 +85,14 @@ def test_preflight_refuses_a_bad_cell_before_any_runs(tmp_path):
     assert not tmp_path.exists() or not any(tmp_path.rglob("*.csv"))
 
 
-def test_unknown_names_list_the_choices(tmp_path):
-    res = sweep(tmp_path, "game=pong")
-    assert res.returncode == 1 and "Could not find 'game/pong'" in res.stderr and "seaquest" in res.stderr
-    res = sweep(tmp_path, "model=transformer")
-    assert res.returncode == 1 and "sparse_fls_each_conv" in res.stderr
+def test_unknown_names_list_the_choices_in_one_line(tmp_path):
+    for bad, says in [("game=pong", "game=pong: no such game; expected one of beamrider, breakout"),
+                      ("model=transformer", "model=transformer: no such model; expected one of daqn"),
+                      ("game=breakout,pong", "game=pong: no such game")]:
+        res = sweep(tmp_path, bad)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {says}"), res.stderr
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
 def test_a_failing_cell_fails_alone(tmp_path):
