@@ -173,7 +173,7 @@ def test_a_signalled_job_is_requeued_and_resumes_at_the_same_update(tmp_path, sl
 
 def test_a_failing_cell_and_a_killed_job_fail_alone(tmp_path, slurm_env, start_sweep):
     layout = RunLayout(tmp_path)
-    # A cell that passes preflight and raises in the trainer: its checkpoint is damaged.
+    # A cell that passes preflight and is refused in the trainer: results without a config.yaml.
     broken = layout.cell("default", "breakout", "nature_cnn", 1)
     broken.write_status(state="interrupted")
     broken.checkpoint.write_bytes(b"not a checkpoint")
@@ -189,7 +189,7 @@ def test_a_failing_cell_and_a_killed_job_fail_alone(tmp_path, slurm_env, start_s
     rc, out, err = finish(proc)
     assert rc == 1, (out + err)[-4000:]
     assert err.strip().splitlines()[-1].startswith("error: 2 of 4 cells failed (the others finished)")
-    assert "seed=1" in out + err and "CheckpointError" in out + err
+    assert "seed=1" in out + err and "has training results but no config.yaml" in out + err
     # SLURM keeps no record of an array task cancelled while pending: submitit alone would wait forever.
     assert f"CellJobDied: job {killed} left the queue without a result and without a SLURM record" in out + err
 
