@@ -245,7 +245,10 @@ def collect(layout: RunLayout, study: str, use_slurm: bool = True) -> list[Row]:
         status, job_id = statuses[cell], job_ids[cell]
         job = slurm.get(job_id, {"state": GONE}) if (slurm is not None and in_slurm[cell]) else None
         state, note = classify(status, dirs[cell].has_checkpoint(), job, _alive_here(status))
-        if state == CellState.RESUMABLE:
+        if state == CellState.RESUMABLE and not dirs[cell].config.exists():
+            damaged[cell] = (f"{dirs[cell].path} has training results but no config.yaml; a rerun is refused "
+                             "(restore it, or overwrite=true)")
+        elif state == CellState.RESUMABLE:
             try:  # what the resume reads besides the checkpoint
                 MetricsCSV(dirs[cell].metrics).rows()
             except CellDamaged as e:
