@@ -374,7 +374,9 @@ def recorded_overrides(layout: RunLayout, cell: Cell, base: list[str]) -> tuple[
             composed = compose(config_name=TRAIN_APP, overrides=task + cell_keys)
     finally:
         GlobalHydra.instance().clear()
-    return tuple(f"{key}={_override_value(old)}" for key, old, _ in changes(recorded, training_identity(composed)))
+    # only what the cell recorded: a key its config.yaml lacks says nothing about it
+    return tuple(f"{key}={_override_value(old)}" for key, old, _ in changes(recorded, training_identity(composed))
+                 if old is not None)
 
 
 def rerun_commands(layout: RunLayout, study: str, rows: list[Row], python: str = "python",

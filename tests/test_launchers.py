@@ -242,6 +242,8 @@ def study(tmp_path):
     cell("seaquest", 0).checkpoint.write_bytes(b"ckpt")
     cell("seaquest", 1).path.mkdir(parents=True)
     cell("seaquest", 1).checkpoint.write_bytes(b"ckpt")
+    for seed in (0, 1):  # a started cell has recorded its config (here only the keys it names)
+        cell("seaquest", seed).config.write_text(f"seed: {seed}\n")
     # seaquest seeds 2 and 3: in the grid, never started; seed 3 was submitted as a job
     job_records.append(layout.jobs_file("s"), [{
         "job_id": "77_7", "app": "train", "executor": "slurm", "submitted": time.time(),
