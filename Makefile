@@ -81,9 +81,10 @@ bench-models: $(SETUP) ## forward+backward time of every model, as ratios to Nat
 CLEANRL ?=
 GAME ?= breakout
 SEEDS ?= 3
+FIRST_SEED ?= 1
 STEPS ?= 300000
 bench-learning: $(SETUP) ## ours vs CleanRL's ppo_atari.py, GAME x SEEDS x STEPS (CLEANRL=<checkout of vwxyzjn/cleanrl>; ~1 h here)
-	$(PY) -m bench.learning --game $(GAME) --seeds $(SEEDS) --steps $(STEPS) $(if $(CLEANRL),--cleanrl "$(CLEANRL)")
+	$(PY) -m bench.learning --game $(GAME) --seeds $(SEEDS) --first-seed $(FIRST_SEED) --steps $(STEPS) $(if $(CLEANRL),--cleanrl "$(CLEANRL)")
 
 slurm-up: ## start a one-node SLURM with accounting here (root; installs slurm-wlm, munge, MariaDB if missing)
 	launchers/slurm-local/up.sh

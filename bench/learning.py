@@ -1,6 +1,6 @@
 """`make bench-learning`: does our default trainer learn as fast as CleanRL's `ppo_atari.py`?
 
-    python -m bench.learning [--cleanrl DIR] [--game breakout] [--seeds 3] [--steps 300000]
+    python -m bench.learning [--cleanrl DIR] [--game breakout] [--seeds 3] [--first-seed 1] [--steps 300000]
                              [--variant NAME="overrides ..."] [--jobs 2] [--out DIR]
 
 Ours: `src/train.py` with its defaults (Nature CNN, as CleanRL's network), one process per
@@ -217,7 +217,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cleanrl", type=Path, help="a checkout of vwxyzjn/cleanrl (its cleanrl/ppo_atari.py)")
     p.add_argument("--game", default="breakout", help="a game of conf/game/ (default breakout)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 1..N on each side (default 3)")
+    p.add_argument("--seeds", type=int, default=3, help="N seeds on each side (default 3)")
+    p.add_argument("--first-seed", type=int, default=1,
+                   help="seeds run from here: K..K+N-1 (default 1); adds seeds to an earlier run's table")
     p.add_argument("--steps", type=int, default=300_000, help="agent steps per run (default 300,000)")
     p.add_argument("--variant", action="append", default=[], metavar='NAME="OVERRIDES"',
                    help="another column of ours with these Hydra overrides (repeatable)")
@@ -227,8 +229,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     errors = []
     if args.game not in group_options("game"):
         errors.append(f"--game {args.game}: expected one of {', '.join(group_options('game'))}")
-    if args.seeds < 1 or args.steps < 8 * 128 or args.jobs < 1:
-        errors.append("--seeds and --jobs must be >= 1, --steps >= 1024 (one rollout)")
+    if args.seeds < 1 or args.first_seed < 0 or args.steps < 8 * 128 or args.jobs < 1:
+        errors.append("--seeds and --jobs must be >= 1, --first-seed >= 0, --steps >= 1024 (one rollout)")
     if args.cleanrl is not None and not (args.cleanrl / "cleanrl" / "ppo_atari.py").is_file():
         errors.append(f"--cleanrl {args.cleanrl}: no cleanrl/ppo_atari.py there (expected a checkout of vwxyzjn/cleanrl)")
     for v in args.variant:
@@ -243,7 +245,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     game_cfg = load_group("game", args.game)
-    seeds = list(range(1, args.seeds + 1))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     run_root = args.out / "runs"
     columns = [Column("ours", "ours")]
     columns += [Column(v.split("=", 1)[0], "ours", shlex.split(v.split("=", 1)[1])) for v in args.variant]
