@@ -66,7 +66,7 @@ def build_table(name: str, source, grid: Grid, args: argparse.Namespace):
     return table5.build(source, grid, paper)
 
 
-SKIPPED = {"table4": "no model with an attention map on an Atari-HEAD game", "table5": "no breakout cells"}
+SKIPPED = {"table4": "no model with a saliency map (its own or a post-hoc one) on an Atari-HEAD game", "table5": "no breakout cells"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,8 @@ From each cell's `saliency/trials.csv` (one row per trial, map, resolution and a
 a row already averages its metric over the frames where it is defined):
 - a seed's value is the mean over its trials' rows (trials with the metric undefined skipped);
 - a table cell is mean +/- std over the seeds of (game, model) (population std);
+- post-hoc maps (saliency.maps=[jacobian, greydanus, ...], fls.saliency.posthoc) get a row per
+  model and method ("Nature CNN · Greydanus"), after the models' own maps, computed the same way;
 - the model-free maps (center prior, uniform) do not depend on the model: one extra row per
   map, mean +/- std over the game's trials (each trial once, whichever cells computed it).
 The tables show one resolution and frame alignment (default: 210x160, docs/protocol.md#saliency-metrics's alignment);
@@ -21,6 +23,7 @@ from analysis.paper import PaperValues
 from analysis.render import MISSING, Artefact, bold, fmt_mean_std
 from analysis.style import game_label, has_attention, model_label, order_games, order_models
 from fls.saliency.atari_head import GAMES
+from fls.saliency.posthoc import LABELS, METHODS
 
 METRICS = {"nss": ("NSS (higher is better)", True), "kl": ("KL divergence (lower is better)", False),
            "sauc": ("Shuffled AUC (higher is better)", True)}
@@ -39,8 +42,18 @@ def seed_values(rows: pd.DataFrame) -> pd.DataFrame:
     return long.groupby(["game", "model", "seed", *SETTINGS, "metric"], as_index=False)["value"].mean()
 
 
-def model_stats(rows: pd.DataFrame, grid: Grid, games: list[str], models: list[str]) -> pd.DataFrame:
-    per_seed = seed_values(rows[rows["map"] == "model"])
+def row_id(model: str, map_name: str) -> str:
+    """A row of the table: the model's own map (its name) or a post-hoc one (model/method)."""
+    return model if map_name == "model" else f"{model}/{map_name}"
+
+
+def row_label(row: str) -> str:
+    model, _, method = row.partition("/")
+    return model_label(model) + (f" · {LABELS[method]}" if method else "")
+
+
+def model_stats(rows: pd.DataFrame, grid: Grid, games: list[str], models: list[str], map_name: str = "model") -> pd.DataFrame:
+    per_seed = seed_values(rows[rows["map"] == map_name])
     combos = per_seed[SETTINGS].drop_duplicates().itertuples(index=False) if len(per_seed) else []
     out = []
     for preset, resolution, alignment in combos:
@@ -52,7 +65,7 @@ def model_stats(rows: pd.DataFrame, grid: Grid, games: list[str], models: list[s
                 for model in models:
                     mean, std, n = mean_std(groups.get((game, model), []))
                     out.append({"metric": metric, "preset": preset, "resolution": resolution, "alignment": alignment, "game": game,
-                                "row": model, "map": "model", "mean": mean, "std": std, "n": n, "n_kind": "seeds",
+                                "row": row_id(model, map_name), "map": map_name, "mean": mean, "std": std, "n": n, "n_kind": "seeds",
                                 "expected_seeds": grid.n_seeds})
     return pd.DataFrame(out, columns=STAT_COLUMNS)
 
@@ -79,9 +92,10 @@ def with_paper(stats: pd.DataFrame, paper: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def section(ours: dict, paper: dict, metric: str, games: list[str], models: list[str], grid: Grid) -> pd.DataFrame:
-    """One metric: rows models then the model-free maps; per game, ours and (if any) the paper's."""
+    """One metric: rows models (own maps, then post-hoc ones) then the model-free maps; per
+    game, ours and (if any) the paper's."""
     higher = METRICS[metric][1]
-    table = pd.DataFrame({"Model": [model_label(m) for m in models] + list(BASELINE_MAPS.values())})
+    table = pd.DataFrame({"Model": [row_label(m) for m in models] + list(BASELINE_MAPS.values())})
     for game in games:
         scored = {m: ours[(metric, m, game)]["mean"] for m in models if (metric, m, game) in ours}
         best = (max if higher else min)(scored, key=scored.get) if scored else None
@@ -112,11 +126,13 @@ def build(source, grid: Grid, paper: PaperValues, resolution: str = "210x160", a
     rows = grid.restrict(source.saliency())
     games = order_games({g for g in grid.games if g in HEAD_GAMES} | set(rows["game"]))
     models = order_models({m for m in grid.models if has_attention(m)} | set(rows.loc[rows["map"] == "model", "model"]))
-    if not games or not models:
+    posthoc = {method: order_models(set(rows.loc[rows["map"] == method, "model"])) for method in METHODS}
+    if not games or not (models or any(posthoc.values())):
         return None
     published = paper.table("table4")
-    stats = with_paper(pd.concat([model_stats(rows, grid, games, models), baseline_stats(rows, games)],
-                                 ignore_index=True), published)
+    stats = with_paper(pd.concat([model_stats(rows, grid, games, models),
+                                  *(model_stats(rows, grid, games, scored, method) for method, scored in posthoc.items() if scored),
+                                  baseline_stats(rows, games)], ignore_index=True), published)
 
     chosen = stats[(stats.preset == preset) & (stats.resolution == resolution) & (stats.alignment == alignment)
                    & (stats.n > 0)] if len(stats) else stats
@@ -124,7 +140,10 @@ def build(source, grid: Grid, paper: PaperValues, resolution: str = "210x160", a
     theirs = {} if published is None else {
         (r.metric, r.model, r.game): (r.mean, r.std) for r in published.itertuples()
         if r.game in games and (r.model in models or r.model in BASELINE_MAPS)}
-    sections = [(METRICS[m][0], section(ours, theirs, m, games, models, grid)) for m in METRICS]
+    # the rows: each model's own map, then the post-hoc maps model by model
+    table_rows = [*models, *(row_id(m, method) for m in order_models({m for v in posthoc.values() for m in v})
+                             for method in METHODS if m in posthoc[method])]
+    sections = [(METRICS[m][0], section(ours, theirs, m, games, table_rows, grid)) for m in METRICS]
 
     selected = rows[(rows["map"] == "model") & (rows.preset == preset) & (rows.resolution == resolution)
                     & (rows.alignment == alignment)]
@@ -134,12 +153,15 @@ def build(source, grid: Grid, paper: PaperValues, resolution: str = "210x160", a
     how = ("the protocol of docs/protocol.md" if preset == "spec" else
            "the authors' computation (their alignment, zero-filled first stack, maps over each trial's maximum, "
            "reflect upscale, no highscore trials)" if preset == "paper" else f"saliency.preset={preset}")
+    methods = [LABELS[m] for m in METHODS if posthoc[m]]
     notes = [
         f"Preset {preset}: {how}. Maps at {resolution}, {alignment!r} frame alignment "
         f"(--preset, --resolution, --alignment; found: {', '.join(found) or 'none'}); table4.csv holds every setting.",
         "A seed's value is the mean over its Atari-HEAD trials; a cell is mean ± std over seeds; "
         "best model per game in bold (highest NSS and sAUC, lowest KL).",
         "† model-free maps: mean ± std over the game's trials, not seeds.",
+        *([f"Model · method: a post-hoc map of the trained model ({', '.join(methods)}; fls.saliency.posthoc), "
+           "scored on the same frames with the same metrics."] if methods else []),
         *grid.coverage(have, "with saliency metrics", games=games, models=models),
     ]
     if published is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,3 +28,20 @@ def repo() -> Path:
 def atari_head_sample() -> Path:
     """The real Atari-HEAD excerpt the repository ships (data/atari_head_sample/PROVENANCE.md)."""
     return ATARI_HEAD_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def mspacman_smoke_runs(tmp_path_factory) -> Path:
+    """Two tiny real Ms. Pac-Man cells of study `smoke`, trained once per session: sparse_fls and
+    nature_cnn, seed 1. Read-only: modules that write into cells copy it (`copy_runs`)."""
+    root = tmp_path_factory.mktemp("mspacman_smoke")
+    res = subprocess.run([PYTHON, "src/train.py", "-m", "experiment=smoke", "game=mspacman",
+                          "model=sparse_fls,nature_cnn", f"run_root={root}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return root
+
+
+def copy_runs(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target

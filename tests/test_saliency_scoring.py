@@ -21,7 +21,7 @@ from fls.saliency.gaze import processed_indices
 from fls.saliency.metrics import center_bias, kl_divergence, nss, upscale_saliency
 from fls.rundir import RunLayout
 
-from conftest import PYTHON, REPO
+from conftest import PYTHON, REPO, copy_runs
 
 TRIAL = 593  # the sample's Ms. Pac-Man trial: 400 raw frames, 100 processed frames
 
@@ -33,14 +33,9 @@ def metrics_cli(run_root: Path, root: Path, *overrides: str, multirun: bool = Fa
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """Two tiny real Ms. Pac-Man cells of study `smoke`: sparse_fls and nature_cnn, seed 1."""
-    root = tmp_path_factory.mktemp("runs")
-    res = subprocess.run([PYTHON, "src/train.py", "-m", "experiment=smoke", "game=mspacman",
-                          "model=sparse_fls,nature_cnn", f"run_root={root}"],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return root
+def trained(mspacman_smoke_runs, tmp_path_factory) -> Path:
+    """This module's copy of the session's two tiny Ms. Pac-Man cells (sparse_fls, nature_cnn)."""
+    return copy_runs(mspacman_smoke_runs, tmp_path_factory.mktemp("scoring") / "runs")
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from fls.config import as_int, changes, check_seed, load_group, resolve_device
 from fls.errors import ConfigError
 from fls.envs import AtariVec, check_env_config, make_vec_env, resolve_backend
 from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text
+from fls.saliency import posthoc
 from fls.trained_cell import TrainedCell, open_trained_cell
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,13 @@ def check_eval_config(cfg: DictConfig) -> None:
     check_env_config(cfg.env, game)
     if eval_seed(cfg) + int(cfg.eval.num_envs) >= 2**31:
         raise ConfigError(f"eval.seed_offset={cfg.eval.seed_offset}: seeds must stay below 2**31")
+    if cfg.eval.video.map not in posthoc.MAPS:
+        raise ConfigError(f"eval.video.map={cfg.eval.video.map}: expected one of {', '.join(posthoc.MAPS)}")
+    if "posthoc" in cfg.eval.video:  # in evaluate's config (conf/evaluate.yaml), not in train's
+        try:
+            posthoc.check_posthoc_config(cfg.eval.video.posthoc, "eval.video.posthoc")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def shares(games: int, num_envs: int) -> np.ndarray:

@@ -13,7 +13,8 @@ so a re-run or a requeued job lands in its own work:
         wandb/                the offline W&B run(s)
         eval/<eval_game>/     games.parquet (one row per game), summary.json;
                               previous/<time>/: evaluations with other settings, kept
-        video/<eval_game>/    MP4s and contact sheets
+        video/<eval_game>/    MP4s and contact sheets of the model's own map;
+                              <method>/: of a post-hoc map (eval.video.map=<method>)
         saliency/             Atari-HEAD metrics: trials.csv (per trial and preset),
                               frames/<preset>/ (per frame)
 
@@ -183,8 +184,9 @@ class CellDir:
         """Earlier evaluations with other settings or another checkpoint, one folder each."""
         return self.eval_dir(eval_game) / "previous"
 
-    def video_dir(self, eval_game: str | None = None) -> Path:
-        return self.path / "video" / (eval_game or self.cell.game)
+    def video_dir(self, eval_game: str | None = None, saliency_map: str = "model") -> Path:
+        folder = self.path / "video" / (eval_game or self.cell.game)
+        return folder if saliency_map == "model" else folder / saliency_map
 
     # Saliency metrics on Atari-HEAD
     @property

@@ -3,8 +3,9 @@
 Each frame shows the raw 210 x 160 screen with the saliency map resized onto it
 (bilinear, docs/protocol.md#saliency-map-of-a-frame) as a colour overlay, beside the 84 x 84 observation the agent
 saw with the map at its own resolution. Maps are divided by the largest value in the
-clip, so brightness compares across the clip. nature_cnn has no map: its video shows
-the game alone.
+clip, so brightness compares across the clip. The map is the model's own
+(eval.video.map=model; nature_cnn has none: its video shows the game alone) or any post-hoc
+method of fls.saliency.posthoc (eval.video.map=greydanus), for any model.
 
 Games are played through the one env factory on the gymnasium backend, the one that
 exposes the raw RGB screen, with the cell's env settings (stack fill, no-ops, ...).
@@ -27,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from fls.envs import AtariVec, make_vec_env
 from fls.evaluation import eval_game, eval_seed
+from fls.saliency import posthoc
 from fls.saliency.metrics import upscale_saliency
 from fls.rundir import CellDir, atomic_write_text
 from fls.trained_cell import TrainedCell, open_trained_cell
@@ -57,15 +59,15 @@ def compose(raw: np.ndarray, obs: np.ndarray, map84: np.ndarray | None, scale: f
     return cv2.resize(frame, (frame.shape[1] * SCALE, frame.shape[0] * SCALE), interpolation=cv2.INTER_NEAREST)
 
 
-def play_recorded_game(envs: AtariVec, trained: TrainedCell, seed: int, sample: bool) -> dict[str, Any]:
-    """One full game: raw screens, observations, maps (None without attention), score."""
+def play_recorded_game(envs: AtariVec, trained: TrainedCell, seed: int, sample: bool, method: str | None,
+                       settings: posthoc.PostHocSettings) -> dict[str, Any]:
+    """One full game: raw screens, observations, `method`'s maps (None: no map), score."""
     model = trained.model
     obs = envs.reset(seed=seed)
     raws, observations, maps = [envs.screen(0)], [obs[0, -1].copy()], []
     while True:
         batch = torch.from_numpy(obs).to(trained.device)
-        with torch.no_grad():
-            maps.append(model.saliency(batch)[0].cpu().numpy() if model.has_saliency else None)
+        maps.append(None if method is None else posthoc.draw(model, batch, method, settings)[0].cpu().numpy())
         obs, step = envs.step(model.act(batch, greedy=not sample).cpu().numpy())
         if step.game_over[0]:
             return {"raws": raws, "obs": observations, "maps": maps, "score": float(step.game_score[0]),
@@ -102,10 +104,14 @@ def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
     if trained is None:
         return None
     model = trained.model
-    if not model.has_saliency:
-        log.info("%s: %s has no attention map; the video shows the game alone", cell.cell.key, model.name)
     video = cfg.eval.video
-    out = cell.video_dir(game.name)
+    method = str(video.map)
+    why = posthoc.needs(method, model)
+    if why:
+        log.info("%s: %s; the video shows the game alone (eval.video.map=greydanus draws a post-hoc map "
+                 "of any model)", cell.cell.key, why)
+        method = None
+    out = cell.video_dir(game.name, str(video.map))
     out.mkdir(parents=True, exist_ok=True)
     seed = eval_seed(cfg)
     torch.manual_seed(seed)
@@ -113,10 +119,11 @@ def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
     env_cfg = OmegaConf.merge(cfg.env, {"backend": "gymnasium"})
     envs = make_vec_env(game, env_cfg, 1, max_episode_frames=int(video.max_frames))
     record: dict[str, Any] = {"cell": cell.cell.key, "eval_game": game.name, "checkpoint_global_step": trained.global_step,
-                              "has_saliency": bool(model.has_saliency), "games": []}
+                              "has_saliency": bool(model.has_saliency), "map": method, "games": []}
     with envs:
         for g in range(int(video.games)):
-            played = play_recorded_game(envs, trained, seed + g, bool(cfg.eval.sample))
+            played = play_recorded_game(envs, trained, seed + g, bool(cfg.eval.sample), method,
+                                        posthoc.PostHocSettings.from_config(video.posthoc))
             maps = played["maps"]
             scale = max((float(m.max()) for m in maps if m is not None), default=1.0) or 1.0
             frames = [compose(r, o, m, scale) for r, o, m in zip(played["raws"], played["obs"], maps)]

@@ -28,6 +28,11 @@ class Encoder(nn.Module):
         """The single map that is drawn onto the input (only each_conv has several)."""
         return attention
 
+    def last_conv(self) -> nn.Conv2d:
+        """The feature trunk's last convolution (Grad-CAM's layer): the conv block's, not an
+        attention module's."""
+        return [m for m in self.block.modules() if isinstance(m, nn.Conv2d)][-1]
+
 
 class ActorCritic(nn.Module):
     """model(obs) -> (logits N x A, value N); obs are uint8 frames N x 4 x 84 x 84."""
@@ -55,13 +60,19 @@ class ActorCritic(nn.Module):
         Logits and value are float32 even under bf16 autocast, so the PPO loss is not
         computed in bf16.
         """
-        features, attention = self.encoder(scale_obs(obs))
-        hidden = F.relu(self.fc(features))
-        logits = self.policy(hidden).float()
-        value = self.value(hidden).squeeze(-1).float()
+        logits, value, attention = self.forward_frames(scale_obs(obs))
         if return_attention:
             return logits, value, attention
         return logits, value
+
+    def forward_frames(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Attention | None]:
+        """(logits, value, attention) of frames already scaled to [0, 1] floats: the
+        differentiable path that post-hoc saliency methods perturb (fls.saliency.posthoc)."""
+        features, attention = self.encoder(frames)
+        hidden = F.relu(self.fc(features))
+        # float32 at least (bf16 autocast), float64 kept (the gradient checks of the tests)
+        dtype = torch.promote_types(hidden.dtype, torch.float32)
+        return self.policy(hidden).to(dtype), self.value(hidden).squeeze(-1).to(dtype), attention
 
     # Acting: the one place actions are drawn (training, evaluation, videos)
 

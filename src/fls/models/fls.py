@@ -91,5 +91,8 @@ class SparseFLSInsideBlock(Encoder):
                 maps.append(h.squeeze(1))
         return x.flatten(1), maps[0] if len(maps) == 1 else tuple(maps)
 
+    def last_conv(self) -> nn.Conv2d:
+        return self.convs[-1]
+
     def saliency_grid(self, attention: Attention) -> torch.Tensor:
         return compose_each_conv(*attention) if isinstance(attention, tuple) else attention

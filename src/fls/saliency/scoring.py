@@ -38,6 +38,8 @@ from fls.saliency.atari_head import GAMES, NOT_RECORDED, AtariHead, AtariHeadErr
 from fls.config import as_int, changes, check_seed, resolve_device
 from fls.errors import ConfigError
 from fls.trained_cell import TrainedCell, open_trained_cell
+from fls.saliency import posthoc
+from fls.saliency.posthoc import PostHocSettings
 from fls.saliency.gaze import ALIGNMENTS, PROCESSED_SHAPE, RAW_SHAPE, STACK_FILLS, fixation_map, play_trial, processed_indices
 from fls.saliency.metrics import (UPSCALE_MODES, center_bias, kl_divergence, nss, pick_other_frames, shuffled_auc, uniform,
                          upscale_saliency)
@@ -109,6 +111,15 @@ def check_saliency_config(cfg: DictConfig) -> None:
         raise ConfigError(f"saliency.stack_fill={ah.stack_fill}: expected one of {', '.join(STACK_FILLS)}")
     if ah.baselines:
         _names("saliency.baselines", ah.baselines, BASELINES)
+    if ah.maps:
+        _names("saliency.maps", ah.maps, posthoc.MAPS)
+    elif not ah.baselines:
+        raise ConfigError("saliency.maps=[] and saliency.baselines=[]: nothing to score; "
+                          f"give maps of {', '.join(posthoc.MAPS)} or baselines of {', '.join(BASELINES)}")
+    try:
+        posthoc.check_posthoc_config(ah.posthoc)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for key in ("sauc_other_frames", "sauc_splits", "batch_size"):
         if as_int(f"saliency.{key}", ah[key]) <= 0:
             raise ConfigError(f"saliency.{key}={ah[key]}: must be a positive integer")
@@ -146,6 +157,7 @@ class Settings:
     seed: int
     max_frames: int | None
     center_sigma: float
+    posthoc: PostHocSettings
 
     @classmethod
     def from_config(cls, ah: DictConfig) -> Settings:
@@ -161,11 +173,15 @@ class Settings:
             seed=int(ah.seed),
             max_frames=None if ah.max_frames is None else int(ah.max_frames),
             center_sigma=float(ah.center_sigma),
+            posthoc=PostHocSettings.from_config(ah.posthoc),
         )
 
 
 def cache_key(settings: Settings, checkpoint_global_step: int | None, maps: list[str]) -> dict[str, Any]:
-    return {**settings.__dict__, "checkpoint_global_step": checkpoint_global_step, "maps": sorted(maps)}
+    key = {k: v for k, v in settings.__dict__.items() if k != "posthoc"}
+    if any(m in posthoc.METHODS for m in maps):  # only then do their settings change a number
+        key["posthoc"] = settings.posthoc.key()
+    return {**key, "checkpoint_global_step": checkpoint_global_step, "maps": sorted(maps)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,22 +191,24 @@ def cache_key(settings: Settings, checkpoint_global_step: int | None, maps: list
 
 @dataclass
 class PlayedTrial:
-    """What the metrics need of a trial: processed-frame indices, gaze, model maps (84 x 84)."""
+    """What the metrics need of a trial: processed-frame indices, gaze, the maps drawn (84 x 84)."""
 
     indices: np.ndarray  # raw frame index of each processed frame
     gaze: list[np.ndarray]  # (n, 2) gaze points behind each processed frame
-    saliency: np.ndarray | None  # float32 (frames, 84, 84), None without a model map
+    saliency: dict[str, np.ndarray]  # map name (fls.saliency.posthoc.MAPS) -> float32 (frames, 84, 84)
 
 
-def play(trial: Trial, alignment: str, settings: Settings, model: torch.nn.Module | None,
+def play(trial: Trial, alignment: str, settings: Settings, model: torch.nn.Module | None, drawn: list[str],
          device: torch.device, batch_size: int, bar: tqdm) -> PlayedTrial:
-    indices, gaze, maps, batch = [], [], [], []
+    """Play the trial and draw each map of `drawn` (the model's own, post-hoc methods) on every processed frame."""
+    indices, gaze, batch = [], [], []
+    maps: dict[str, list[np.ndarray]] = {name: [] for name in drawn}
 
     def flush() -> None:
-        if batch and model is not None:
+        if batch and drawn:
             obs = torch.from_numpy(np.stack(batch)).to(device)
-            with torch.no_grad():
-                maps.append(model.saliency(obs).float().cpu().numpy())
+            for name in drawn:
+                maps[name].append(posthoc.draw(model, obs, name, settings.posthoc).cpu().numpy())
         bar.update(len(batch))
         batch.clear()
 
@@ -203,12 +221,13 @@ def play(trial: Trial, alignment: str, settings: Settings, model: torch.nn.Modul
         if len(batch) == batch_size:
             flush()
     flush()
-    saliency = np.concatenate(maps) if model is not None and maps else None
-    if saliency is not None and settings.normalize == "trial_max":
+    saliency = {name: np.concatenate(parts) for name, parts in maps.items() if parts}
+    if settings.normalize == "trial_max":
         # the authors' render_attention: every map of the trial over the trial's largest value
-        peak = float(saliency.max())
-        if peak > 0:
-            saliency = saliency / peak
+        for name, values in saliency.items():
+            peak = float(values.max())
+            if peak > 0:
+                saliency[name] = values / peak
     return PlayedTrial(np.asarray(indices), gaze, saliency)
 
 
@@ -243,12 +262,13 @@ def score_trial(played: PlayedTrial, trial_id: int, alignment: str, resolution: 
     shape = RESOLUTIONS[resolution]
     rows = []
     for name in maps:
-        if name == "model":
+        if name in played.saliency:
+            drawn = played.saliency[name]
             if resolution == "84x84":
-                saliency_of = played.saliency.__getitem__
+                saliency_of = drawn.__getitem__
             else:
-                def saliency_of(k: int) -> np.ndarray:
-                    return upscale_saliency(played.saliency[k], shape, mode=settings.upscale)
+                def saliency_of(k: int, drawn: np.ndarray = drawn) -> np.ndarray:
+                    return upscale_saliency(drawn[k], shape, mode=settings.upscale)
         else:
             constant = center_bias(shape, settings.center_sigma) if name == "center" else uniform(shape)
 
@@ -298,19 +318,28 @@ def read_key(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def belongs(file_key: dict[str, Any] | None, key: dict[str, Any]) -> bool:
-    """Whether a per-frame file counts in trials.csv: computed under the current key, or,
-    for another preset (its own folder), on the same checkpoint with the same maps."""
-    if file_key is None:
-        return False
-    if file_key.get("preset") == key["preset"]:
-        return {k: v for k, v in file_key.items() if k != "data"} == key
-    return (file_key.get("checkpoint_global_step"), file_key.get("maps")) == (key["checkpoint_global_step"], key["maps"])
-
-
 # What may change between runs of one preset: a newer checkpoint, a new copy of the data,
 # which maps are scored; anything else is another setting, which gets another preset name.
 RECOMPUTED = ("checkpoint_global_step", "data", "maps")
+
+
+def _settings(file_key: dict[str, Any], key: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The settings two keys are compared on: all but RECOMPUTED, and the post-hoc settings
+    only when both computed post-hoc maps (a key has them only then)."""
+    skip = set(RECOMPUTED) | ({"posthoc"} if not ("posthoc" in file_key and "posthoc" in key) else set())
+    return ({k: v for k, v in file_key.items() if k not in skip}, {k: v for k, v in key.items() if k not in skip})
+
+
+def belongs(file_key: dict[str, Any] | None, key: dict[str, Any]) -> bool:
+    """Whether a per-frame file counts in trials.csv: computed on the current checkpoint and,
+    for the current preset, with the current settings (whichever maps it scored, from
+    whichever copy of the data); another preset (its own folder) counts on the same checkpoint."""
+    if file_key is None or file_key.get("checkpoint_global_step") != key["checkpoint_global_step"]:
+        return False
+    if file_key.get("preset") == key["preset"]:
+        ours, theirs = _settings(file_key, key)
+        return ours == theirs
+    return True
 
 
 def refuse_other_settings(path: Path, file_key: dict[str, Any] | None, key: dict[str, Any]) -> None:
@@ -318,8 +347,7 @@ def refuse_other_settings(path: Path, file_key: dict[str, Any] | None, key: dict
     replaced without saliency.overwrite=true: ConfigError naming what differs."""
     if file_key is None:
         return
-    differ = [(k, a, b) for k, a, b in changes({k: v for k, v in file_key.items() if k not in RECOMPUTED},
-                                                 {k: v for k, v in key.items() if k not in RECOMPUTED})]
+    differ = list(changes(*_settings(file_key, key)))
     if differ:
         what = "; ".join(f"saliency.{k}: {a} -> {b}" for k, a, b in differ[:4])
         raise ConfigError(
@@ -383,11 +411,17 @@ def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
 def _score(cfg: DictConfig, cell: CellDir, trained: TrainedCell) -> pd.DataFrame:
     ah = cfg.saliency
     model, device = trained.model, trained.device
-    maps = (["model"] if model.has_saliency else []) + list(ah.baselines or [])
-    if not model.has_saliency:
-        log.info("%s: %s draws no saliency map; scoring the baselines only", cell.cell.key, model.name)
+    drawn = []
+    for name in _names("saliency.maps", ah.maps, posthoc.MAPS) if ah.maps else []:
+        why = posthoc.needs(name, model)
+        if why:
+            log.info("%s: %s; not scoring saliency.maps=%s", cell.cell.key, why, name)
+        else:
+            drawn.append(name)
+    maps = drawn + list(ah.baselines or [])
     if not maps:
-        raise ConfigError(f"saliency.baselines=[]: {model.name} has no saliency map, so there is nothing to score")
+        raise ConfigError(f"saliency.maps={list(ah.maps or [])} and saliency.baselines=[]: {model.name} has no "
+                          "attention map, so there is nothing to score; add post-hoc maps (saliency.maps=[jacobian]) or baselines")
     settings = Settings.from_config(ah)
     key = cache_key(settings, trained.global_step, maps)
     resolutions = _names("saliency.resolutions", ah.resolutions, list(RESOLUTIONS))
@@ -417,8 +451,7 @@ def _score(cfg: DictConfig, cell: CellDir, trained: TrainedCell) -> pd.DataFrame
         with tqdm(total=total, unit="frame", desc=f"{cell.cell.key} saliency",
                   disable=not sys.stderr.isatty(), dynamic_ncols=True) as bar:
             for info, alignment, stale, trial_key in todo:
-                played = play(loaded[info.trial_id], alignment, settings, model if "model" in maps else None,
-                              device, int(ah.batch_size), bar)
+                played = play(loaded[info.trial_id], alignment, settings, model, drawn, device, int(ah.batch_size), bar)
                 if len(played.indices) < 2:
                     raise AtariHeadError(f"{info.labels}: {len(played.indices)} processed frame(s); the metrics need 2")
                 for res, path in stale.items():
