@@ -6,6 +6,8 @@ P1   trainer SPS (sparse_fls, full PPO) / env-only SPS, native backend, 8 envs (
 P1b  the same on the gymnasium reference backend; and CleanRL's env path (SyncVectorEnv x 8)
 P3   Dense FLS PPO update (minibatch forward+backward) with the best speed option / fp32 eager
 P4   fls.saliency.metrics frames/s / a direct implementation with Python loops, same values
+P5   frames/s of every saliency map (fls.saliency.posthoc) at 84 x 84, and its per-frame cost
+     relative to the model's own map (Nature CNN, which has none: Sparse FLS's own map)
      scaling: trainer and env-only SPS at 8, 16, 32, 64 envs
 
 The machine is noisy: only ratios within one run mean anything. Targets (issue 10) are for
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from bench import bench_metrics, bench_models, throughput
+from bench import bench_metrics, bench_models, bench_saliency, throughput
 
 OUT = Path(__file__).resolve().parent / "results" / "bench.json"
 
@@ -111,6 +113,9 @@ def markdown(result: dict) -> str:
         p = result["p4"]
         lines.append(f"| P4 fls.saliency.metrics frames/s (NSS+KL+sAUC) | {fmt(p['fast_fps'], 1)} | direct {fmt(p['direct_fps'], 1)} | "
                      f"{p['ratio']:.1f} | >= 50 |")
+    for r in result.get("p5", []):
+        lines.append(f"| P5 {r['model']} saliency map `{r['method']}`, frames/s at 84x84 | {fmt(r['fps'], 1)} | "
+                     f"{r['reference']} | {r['cost_vs_own_map']:.1f}x cost | |")
     for r in result.get("scaling", []):
         lines.append(f"| scaling: trainer SPS, {r['num_envs']} envs (native, eager) | {fmt(r['trainer_sps'])} | "
                      f"env-only {fmt(r['env_sps'])} | {r['ratio']:.3f} | |")
@@ -120,13 +125,13 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps and sizes (a minute or two)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: p1, p3, p4, scaling")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: p1, p3, p4, p5, scaling")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    unknown = skip - {"p1", "p3", "p4", "scaling"}
+    unknown = skip - {"p1", "p3", "p4", "p5", "scaling"}
     if unknown:
-        parser.error(f"--skip {','.join(sorted(unknown))}: expected p1, p3, p4, scaling")
+        parser.error(f"--skip {','.join(sorted(unknown))}: expected p1, p3, p4, p5, scaling")
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     result: dict = {"meta": {"device": device, "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick,
@@ -140,6 +145,11 @@ def main() -> None:
         log("P4: metrics")
         p4 = bench_metrics.run(quick=args.quick)["metrics"]["all three"]
         result["p4"] = {"fast_fps": p4["fls_fps"], "direct_fps": p4["direct_fps"], "ratio": p4["ratio"]}
+    if "p5" not in skip:
+        log("P5: saliency maps")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        result["p5"] = bench_saliency.run(["nature_cnn", "sparse_fls"], 16 if args.quick else 64, 16,
+                                          1 if args.quick else 2, device)
     if "scaling" not in skip:
         result["scaling"] = measure_scaling(args.quick)
     result["meta"]["seconds"] = time.perf_counter() - start
