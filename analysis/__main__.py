@@ -4,7 +4,8 @@
     python -m analysis table3 --study demo         evaluation scores of runs/demo
     python -m analysis table4 --study paper --resolution 84x84
     python -m analysis fig3 --study paper --source wandb:my-team/fls-sweeps
-    python -m analysis all --study paper           table2-5, fig3, fig6, fig7
+    python -m analysis fig5 --study paper --maps model,greydanus   Atari-HEAD frames with maps
+    python -m analysis all --study paper           table2-5, fig3, fig5, fig6, fig7
 
 Tables print as Markdown and are written as <artefact>.md, .csv (tidy numbers, one row per
 cell) and .tex; figures are written as <artefact>.png and .svg (plus .csv, the plotted
@@ -17,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import fig3, table2, table3, table4, table5
+from analysis import fig3, fig5, table2, table3, table4, table5
 from analysis.grid import Grid
 from analysis.load import SourceError
 from analysis.sources import open_source
@@ -27,7 +28,7 @@ from fls.rundir import RunLayout
 
 TABLES = ["table2", "table3", "table4", "table5"]
 FIGURES = list(fig3.FIGURES)
-ARTEFACTS = [*TABLES, *FIGURES]
+ARTEFACTS = [*TABLES, *FIGURES, "fig5"]
 
 
 def seed_list(text: str) -> list[int]:
@@ -54,6 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Table 4's frame alignment: the protocol's, or the authors' off-by-one (default: the preset's)")
     parser.add_argument("--preset", default="spec",
                         help="Table 4's metric settings: spec (docs/protocol.md) or paper (saliency=paper)")
+    parser.add_argument("--maps", default="model",
+                        help="Figure 5's maps, comma-separated: model (each model's own) and any post-hoc method "
+                             "(jacobian, integrated_gradients, gradcam, greydanus, greydanus_value)")
+    parser.add_argument("--atari-head", type=Path, default=None,
+                        help="Figure 5's Atari-HEAD folder (default: $ATARI_HEAD_ROOT, else the bundled sample)")
     return parser.parse_args(argv)
 
 
@@ -98,6 +104,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     for name in rest:
+        if name == "fig5":
+            try:
+                built = fig5.build(args.run_root, args.study, grid, args.maps.split(","), args.atari_head)
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            if built is None:
+                print(f"fig5: no trained model of study {args.study!r} on a game of Atari-HEAD "
+                      f"({', '.join(sorted(fig5.GAMES))}) draws a map; skipped\n")
+                continue
+            paths = write_figure(built.figure, name, out_dir, built.data)
+            print(f"## {built.title}\n")
+            print("\n".join([*(f"wrote {p}" for p in paths), *(f"- {n}" for n in built.notes)]) + "\n")
+            continue
         if name in FIGURES:
             built = fig3.build(source, grid, name, metrics)
             if built is None:

@@ -575,7 +575,8 @@ def test_real_study_table3_and_fig3_from_trainer_and_evaluator_files(real_root, 
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "(1/2 seeds, 4 games)" in res.stdout and "breakout/nature_cnn/seed_2 (done)" in res.stdout
-    assert "table4: no model with an attention map" in res.stdout
+    assert "table4: no model with a saliency map (its own or a post-hoc one)" in res.stdout
+    assert "fig5: no trained model of study 'smoke' on a game of Atari-HEAD" in res.stdout  # nature_cnn has no map
     with Image.open(RunLayout(real_root).analysis_dir("smoke") / "fig3.png") as image:
         assert image.size == (480, 420)
     assert pd.read_csv(RunLayout(real_root).analysis_dir("smoke") / "fig3.csv").empty

@@ -159,3 +159,23 @@ def test_a_video_overlays_any_method(runs: Path):
                           f"run_root={runs}", "video=true", "eval.video.map=lime"], cwd=REPO, capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode != 0 and "eval.video.map=lime: expected one of model, jacobian" in bad.stderr
+
+
+def test_figure5_shows_each_models_maps_on_a_real_frame_with_the_fixations(runs: Path):
+    res = subprocess.run([PYTHON, "-m", "analysis", "fig5", "--study", "smoke", "--run-root", str(runs),
+                          "--maps", "model,greydanus"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = RunLayout(runs).analysis_dir("smoke")
+    drawn = pd.read_csv(out / "fig5.csv")
+    assert sorted(zip(drawn["model"], drawn["map"])) == [("nature_cnn", "greydanus"), ("sparse_fls", "greydanus"),
+                                                         ("sparse_fls", "model")]
+    assert (drawn["trial"] == TRIAL).all() and (drawn["gaze_points"] > 0).all() and (drawn["map_peak"] > 0).all()
+    from PIL import Image
+
+    width, height = Image.open(out / "fig5.png").size
+    assert (width, height) == (3 * 200, 290)  # one row (Ms. Pac-Man), three panels
+    assert (out / "fig5.svg").exists()
+    bad = subprocess.run([PYTHON, "-m", "analysis", "fig5", "--study", "smoke", "--run-root", str(runs),
+                          "--maps", "model,lime"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "error: --maps lime: expected some of model, jacobian, integrated_gradients, gradcam, greydanus, greydanus_value")
