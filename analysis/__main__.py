@@ -5,7 +5,8 @@
     python -m analysis table4 --study paper --resolution 84x84
     python -m analysis fig3 --study paper --source wandb:my-team/fls-sweeps
     python -m analysis fig5 --study paper --maps model,greydanus   Atari-HEAD frames with maps
-    python -m analysis all --study paper           table2-5, fig3, fig5, fig6, fig7
+    python -m analysis scatter --study paper       fig8-fig14: every evaluated game, one figure per game
+    python -m analysis all --study paper           table2-5, fig3, fig5-fig14
 
 Tables print as Markdown and are written as <artefact>.md, .csv (tidy numbers, one row per
 cell) and .tex; figures are written as <artefact>.png and .svg (plus .csv, the plotted
@@ -18,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import fig3, fig5, table2, table3, table4, table5
+from analysis import fig3, fig5, scatter, table2, table3, table4, table5
 from analysis.grid import Grid
 from analysis.load import SourceError
 from analysis.sources import open_source
@@ -28,7 +29,8 @@ from fls.rundir import RunLayout
 
 TABLES = ["table2", "table3", "table4", "table5"]
 FIGURES = list(fig3.FIGURES)
-ARTEFACTS = [*TABLES, *FIGURES, "fig5"]
+SCATTERS = list(scatter.FIGURES)
+ARTEFACTS = [*TABLES, *FIGURES, "fig5", *SCATTERS]
 
 
 def seed_list(text: str) -> list[int]:
@@ -41,7 +43,8 @@ def seed_list(text: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("artefact", choices=[*ARTEFACTS, "all"], help="the paper's artefact to build")
+    parser.add_argument("artefact", choices=[*ARTEFACTS, "scatter", "all"],
+                        help="the paper's artefact to build (scatter: fig8-fig14, one per game)")
     parser.add_argument("--study", help="the sweep's name (runs/<study>/); optional for table2 only")
     parser.add_argument("--run-root", default="runs", help="where run directories are (default: runs)")
     parser.add_argument("--source", default="files",
@@ -77,7 +80,7 @@ SKIPPED = {"table4": "no model with a saliency map (its own or a post-hoc one) o
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    wanted = ARTEFACTS if args.artefact == "all" else [args.artefact]
+    wanted = ARTEFACTS if args.artefact == "all" else SCATTERS if args.artefact == "scatter" else [args.artefact]
     if args.study is None and wanted != ["table2"]:
         print(f"error: {args.artefact} needs --study <name> (the sweep under {args.run_root}/)", file=sys.stderr)
         return 2
@@ -104,6 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     for name in rest:
+        if name in SCATTERS:
+            built = scatter.build(source, grid, name)
+            if built is None:
+                if args.artefact == name:  # asked for by name: say so; `all` and `scatter` list only what they draw
+                    print(f"{name}: no evaluated {scatter.FIGURES[name]} game in study {args.study!r}; skipped\n")
+                continue
+            figure, title, data, notes = built
+            paths = write_figure(figure, name, out_dir, data)
+            print(f"## {title}\n")
+            print("\n".join([*(f"wrote {p}" for p in paths), *(f"- {n}" for n in notes)]) + "\n")
+            continue
         if name == "fig5":
             try:
                 built = fig5.build(args.run_root, args.study, grid, args.maps.split(","), args.atari_head)

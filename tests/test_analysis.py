@@ -580,6 +580,24 @@ def test_real_study_table3_and_fig3_from_trainer_and_evaluator_files(real_root, 
     with Image.open(RunLayout(real_root).analysis_dir("smoke") / "fig3.png") as image:
         assert image.size == (480, 420)
     assert pd.read_csv(RunLayout(real_root).analysis_dir("smoke") / "fig3.csv").empty
+    # Figure 8 (Breakout's scatterplot): every evaluated game a point, from games.parquet alone
+    assert "## Figure 8: Breakout scatterplot" in res.stdout and "fig12" not in res.stdout
+    points = pd.read_csv(RunLayout(real_root).analysis_dir("smoke") / "fig8.csv")
+    assert sorted(points["score"]) == sorted(games.score) and (points["agent_steps"] == games.agent_steps.sort_index()).all()
+    assert (points["density"] >= 1).all() and points["density"].sum() >= len(points)
+    assert (RunLayout(real_root).analysis_dir("smoke") / "fig8.svg").exists()
+    res = subprocess.run([PYTHON, "-m", "analysis", "fig12", "--study", "smoke", "--run-root", str(real_root)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "fig12: no evaluated spaceinvaders game in study 'smoke'; skipped" in res.stdout
+
+
+def test_scatter_density_counts_the_games_sharing_a_cell():
+    from analysis.scatter import density
+
+    x = np.array([10.0, 10.0, 10.0, 500.0, 990.0, 1000.0])
+    y = np.array([0.0, 0.0, 0.1, 5.0, 9.0, 9.0])
+    assert density(x, y, bins=10).tolist() == [3, 3, 3, 1, 2, 2]
+    assert density(np.array([]), np.array([])).tolist() == []
 
 
 def test_cli_refuses_what_it_cannot_build(tmp_path):
