@@ -4,9 +4,10 @@
     python -m analysis table3 --study demo         evaluation scores of runs/demo
     python -m analysis table4 --study paper --resolution 84x84
     python -m analysis fig3 --study paper --source wandb:my-team/fls-sweeps
+    python -m analysis fig4 --study paper --games breakout,seaquest --models dense_fls,sparse_fls
     python -m analysis fig5 --study paper --maps model,greydanus   Atari-HEAD frames with maps
     python -m analysis scatter --study paper       fig8-fig14: every evaluated game, one figure per game
-    python -m analysis all --study paper           table2-5, fig3, fig5-fig14
+    python -m analysis all --study paper           table2-5, fig3-fig14
 
 Tables print as Markdown and are written as <artefact>.md, .csv (tidy numbers, one row per
 cell) and .tex; figures are written as <artefact>.png and .svg (plus .csv, the plotted
@@ -19,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import fig3, fig5, scatter, table2, table3, table4, table5
+from analysis import fig3, fig4, fig5, scatter, table2, table3, table4, table5
 from analysis.grid import Grid
 from analysis.load import SourceError
 from analysis.sources import open_source
@@ -30,7 +31,7 @@ from fls.rundir import RunLayout
 TABLES = ["table2", "table3", "table4", "table5"]
 FIGURES = list(fig3.FIGURES)
 SCATTERS = list(scatter.FIGURES)
-ARTEFACTS = [*TABLES, *FIGURES, "fig5", *SCATTERS]
+ARTEFACTS = [*TABLES, *FIGURES, "fig4", "fig5", *SCATTERS]
 
 
 def seed_list(text: str) -> list[int]:
@@ -58,8 +59,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Table 4's frame alignment: the protocol's, or the authors' off-by-one (default: the preset's)")
     parser.add_argument("--preset", default="spec",
                         help="Table 4's metric settings: spec (docs/protocol.md) or paper (saliency=paper)")
+    parser.add_argument("--games", default=None,
+                        help="Figure 4's games, comma-separated (default: breakout,seaquest)")
+    parser.add_argument("--models", default=None,
+                        help="Figure 4's models, comma-separated (default: dense_fls,sparse_fls)")
+    parser.add_argument("--replay-steps", type=int, default=fig4.REPLAY_STEPS,
+                        help=f"Figure 4's replay length in agent steps (default {fig4.REPLAY_STEPS})")
     parser.add_argument("--maps", default="model",
-                        help="Figure 5's maps, comma-separated: model (each model's own) and any post-hoc method "
+                        help="Figures 4 and 5's maps, comma-separated: model (each model's own) and any post-hoc method "
                              "(jacobian, integrated_gradients, gradcam, greydanus, greydanus_value)")
     parser.add_argument("--atari-head", type=Path, default=None,
                         help="Figure 5's Atari-HEAD folder (default: $ATARI_HEAD_ROOT, else the bundled sample)")
@@ -80,6 +87,9 @@ SKIPPED = {"table4": "no model with a saliency map (its own or a post-hoc one) o
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.replay_steps < 3:
+        print(f"error: --replay-steps {args.replay_steps}: expected at least 3 agent steps", file=sys.stderr)
+        return 2
     wanted = ARTEFACTS if args.artefact == "all" else SCATTERS if args.artefact == "scatter" else [args.artefact]
     if args.study is None and wanted != ["table2"]:
         print(f"error: {args.artefact} needs --study <name> (the sweep under {args.run_root}/)", file=sys.stderr)
@@ -107,6 +117,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     for name in rest:
+        if name == "fig4":
+            try:
+                built = fig4.build(args.run_root, args.study, grid, args.games and args.games.split(","),
+                                   args.models and args.models.split(","), args.maps.split(","), args.replay_steps)
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            if built is None:
+                print(f"fig4: no trained cell of its games ({args.games or ','.join(fig4.DEFAULT_GAMES)}) x models "
+                      f"({args.models or ','.join(fig4.DEFAULT_MODELS)}) in study {args.study!r}; skipped\n")
+                continue
+            paths = write_figure(built.figure, name, out_dir, built.data)
+            print(f"## {built.title}\n")
+            print("\n".join([*(f"wrote {p}" for p in paths), *(f"- {n}" for n in built.notes)]) + "\n")
+            continue
         if name in SCATTERS:
             built = scatter.build(source, grid, name)
             if built is None:

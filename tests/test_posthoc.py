@@ -179,3 +179,31 @@ def test_figure5_shows_each_models_maps_on_a_real_frame_with_the_fixations(runs:
                           "--maps", "model,lime"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "error: --maps lime: expected some of model, jacobian, integrated_gradients, gradcam, greydanus, greydanus_value")
+
+
+def test_figure4_replays_each_cell_and_draws_two_frames_per_map(runs: Path):
+    res = subprocess.run([PYTHON, "-m", "analysis", "fig4", "--study", "smoke", "--run-root", str(runs),
+                          "--games", "mspacman", "--models", "sparse_fls,nature_cnn", "--maps", "model,gradcam",
+                          "--replay-steps", "90"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Nature CNN: nature_cnn has no attention map; --maps model skipped" in res.stdout
+    out = RunLayout(runs).analysis_dir("smoke")
+    drawn = pd.read_csv(out / "fig4.csv")
+    assert sorted(zip(drawn["model"], drawn["map"])) == [("nature_cnn", "gradcam")] * 2 + [
+        ("sparse_fls", "gradcam")] * 2 + [("sparse_fls", "model")] * 2
+    assert (drawn["replay_seed"] == 1_000_000_000 + 1000).all()  # the cell's evaluation seed
+    first, second = drawn[drawn["model"] == "sparse_fls"]["agent_step"].iloc[:2]
+    # 1/3 and 2/3 of a replay cut at 90 x 4 frames (the no-op start takes some of them)
+    assert 20 < first < second < 90 and abs(second - 2 * first) <= 1
+    from PIL import Image
+
+    assert Image.open(out / "fig4.png").size == (6 * 200, 290)  # one game, six panels
+    # replayed with a fixed seed: the same frames again
+    again = subprocess.run([PYTHON, "-m", "analysis", "fig4", "--study", "smoke", "--run-root", str(runs),
+                            "--games", "mspacman", "--models", "sparse_fls", "--maps", "model", "--replay-steps", "90"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    redrawn = pd.read_csv(out / "fig4.csv")
+    pd.testing.assert_frame_equal(redrawn, drawn[(drawn["model"] == "sparse_fls") & (drawn["map"] == "model")]
+                                  .reset_index(drop=True))

@@ -1,0 +1,137 @@
+"""Figure 4: game visualisations. For chosen games (default Breakout, Seaquest) and models
+(default Dense FLS, Sparse FLS), two frames of a trained cell's game with its saliency map
+overlaid on the raw 210 x 160 screen: a grid, one panel per game x model x frame.
+
+Frames come from a short replay with a fixed seed (the cell's evaluation seed): the cell's
+first seed with a checkpoint plays one game on the reference backend (the one that shows
+the raw screen), with its own env settings, actions sampled as in evaluation, at most
+`--replay-steps` agent steps (600); the two frames are at 1/3 and 2/3 of what it played. Each map is
+divided by the larger peak of its two frames, so the two frames of a pair compare.
+`--maps` draws a post-hoc map instead of (or beside) the model's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from analysis.grid import Grid  # noqa: E402
+from analysis.style import game_label, model_label  # noqa: E402
+from fls.checkpoint import CheckpointError  # noqa: E402
+from fls.config import load_group  # noqa: E402
+from fls.envs import make_vec_env  # noqa: E402
+from fls.evaluation import eval_seed  # noqa: E402
+from fls.rundir import RunLayout  # noqa: E402
+from fls.saliency import posthoc  # noqa: E402
+from fls.saliency.metrics import upscale_saliency  # noqa: E402
+from fls.trained_cell import load_model  # noqa: E402
+from fls.video import overlay  # noqa: E402
+
+DEFAULT_GAMES = ("breakout", "seaquest")
+DEFAULT_MODELS = ("dense_fls", "sparse_fls")
+REPLAY_STEPS = 600
+PANEL_W, PANEL_H, DPI = 2.0, 2.9, 100
+DATA_COLUMNS = ["game", "model", "seed", "map", "replay_seed", "agent_step", "checkpoint_global_step", "map_peak"]
+
+
+@dataclass
+class Figure4:
+    name: str
+    title: str
+    figure: matplotlib.figure.Figure
+    data: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def replay(config, trained, steps: int = REPLAY_STEPS) -> tuple[int, list[tuple[int, np.ndarray, np.ndarray]]]:
+    """(replay seed, [(agent step, raw screen, stack)] at 1/3 and 2/3 of a short game)."""
+    game = load_group("game", str(config.game.name))
+    env_cfg = OmegaConf.merge(config.env, {"backend": "gymnasium"})
+    seed = eval_seed(config)
+    torch.manual_seed(seed)
+    raws, stacks = [], []
+    with make_vec_env(game, env_cfg, 1, max_episode_frames=4 * steps) as envs:
+        obs = envs.reset(seed=seed)
+        while True:
+            raws.append(envs.screen(0))
+            stacks.append(obs[0].copy())
+            batch = torch.from_numpy(obs).to(trained.device)
+            obs, step = envs.step(trained.model.act(batch, greedy=not bool(config.eval.sample)).cpu().numpy())
+            if step.game_over[0]:
+                break
+    n = len(stacks)
+    picks = sorted({min(n - 1, n // 3), min(n - 1, 2 * n // 3)})
+    return seed, [(k, raws[k], stacks[k]) for k in picks]
+
+
+def build(run_root: Path | str, study: str, grid: Grid, games: list[str] | None = None,
+          models: list[str] | None = None, maps: list[str] | None = None, steps: int = REPLAY_STEPS) -> Figure4 | None:
+    maps = maps or ["model"]
+    bad = [m for m in maps if m not in posthoc.MAPS]
+    if bad:
+        raise ValueError(f"--maps {','.join(bad)}: expected some of {', '.join(posthoc.MAPS)}")
+    games = [g for g in (games or DEFAULT_GAMES) if g in grid.games]
+    models = [m for m in (models or DEFAULT_MODELS) if m in grid.models]
+    layout = RunLayout(run_root)
+    notes, rows, panels = [], [], []  # panels: (game, label, image)
+    for game in games:
+        for model in models:
+            found = None
+            for seed in grid.seeds:
+                cell = layout.cell(study, game, model, seed)
+                if cell.has_checkpoint() and cell.config.exists():
+                    try:
+                        found = seed, cell, load_model(cell, torch.device("cpu"))
+                        break
+                    except CheckpointError:
+                        continue
+            if found is None:
+                notes.append(f"{game_label(game)} x {model_label(model)}: no trained cell in study {study!r}")
+                continue
+            seed, cell, trained = found
+            drawn = [name for name in maps if not posthoc.needs(name, trained.model)]
+            notes += [f"{model_label(model)}: {posthoc.needs(name, trained.model)}; --maps {name} skipped"
+                      for name in maps if name not in drawn]
+            if not drawn:
+                continue
+            replay_seed, frames = replay(OmegaConf.load(cell.config), trained, steps)
+            stacks = torch.from_numpy(np.stack([stack for _, _, stack in frames]))
+            for name in drawn:
+                # only the two chosen stacks get a map: a post-hoc map costs hundreds of forwards
+                saliency_maps = posthoc.draw(trained.model, stacks, name).numpy()
+                peak = float(saliency_maps.max()) or 1.0
+                for (step, raw, _), saliency in zip(frames, saliency_maps):
+                    heat = np.clip(upscale_saliency(saliency, raw.shape[:2]), 0, None) / peak
+                    what = "" if name == "model" else f" · {posthoc.LABELS[name]}"
+                    panels.append((game, f"{game_label(game)}, {model_label(model)}{what}\nstep {step}",
+                                   overlay(raw, heat)))
+                    rows.append({"game": game, "model": model, "seed": seed, "map": name, "replay_seed": replay_seed,
+                                 "agent_step": step, "checkpoint_global_step": trained.global_step, "map_peak": peak})
+    if not panels:
+        return None
+    # one row per game, its models' frame pairs side by side
+    by_game = {g: [(label, image) for pg, label, image in panels if pg == g] for g in games}
+    by_game = {g: v for g, v in by_game.items() if v}
+    cols = max(len(v) for v in by_game.values())
+    fig, axes = plt.subplots(len(by_game), cols, figsize=(PANEL_W * cols, PANEL_H * len(by_game)), dpi=DPI,
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for row, game_panels in zip(axes, by_game.values()):
+        for ax, (label, image) in zip(row, game_panels):
+            ax.imshow(image, interpolation="nearest")
+            ax.set_title(label, fontsize=7)
+    fig.suptitle("Figure 4: saliency maps on the game screen", fontsize=10)
+    fig.tight_layout()
+    notes.insert(0, f"one short replay per cell (seed = its evaluation seed, at most {steps} agent steps), "
+                    "frames at 1/3 and 2/3; each pair of maps over its larger peak")
+    return Figure4("fig4", "Figure 4: game visualisations", fig, pd.DataFrame(rows, columns=DATA_COLUMNS), notes)
