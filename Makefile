@@ -15,8 +15,8 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo saliency-demo test test-slow test-all test-slurm slurm-up slurm-down sweep-status \
-        table2 table3 table4 table5 fig3 fig6 fig7 analysis bench bench-models bench-learning clean-venv
+.PHONY: help setup demo study paper saliency-demo test test-slow test-all test-slurm slurm-up slurm-down sweep-status \
+        table2 table3 table4 table5 fig3 fig4 fig5 fig6 fig7 scatter analysis bench bench-models bench-learning clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,12 +31,17 @@ $(SETUP): pyproject.toml requirements.lock
 
 setup: $(SETUP) ## create .venv with the pinned dependencies (idempotent)
 
+EXPERIMENT ?= demo
+LAUNCHER ?= local
+study: $(SETUP) ## a whole study of conf/experiment/, stage after stage, resumably (EXPERIMENT=demo LAUNCHER=local|submitit_local|slurm)
+	$(PY) -m launchers.study --experiment "$(EXPERIMENT)" --launcher "$(LAUNCHER)" --run-root "$(RUN_ROOT)" $(if $(strip $(DEMO_ARGS)),-- $(DEMO_ARGS))
+
+paper: ## the paper's whole study: training, Tables 3-5 (Table 4 needs ATARI_HEAD_ROOT), every figure (LAUNCHER=slurm)
+	$(MAKE) study EXPERIMENT=paper
+
 ZOO_AGENTS ?= breakout_nature_cnn,breakout_sparse_fls
-demo: $(SETUP) ## the main job: train a small Breakout sweep on CPU, evaluate it, then the trained zoo agents beside it
-	$(PY) src/train.py -m experiment=demo "run_root=$(RUN_ROOT)" $(DEMO_ARGS)
-	$(PY) src/evaluate.py -m experiment=demo "run_root=$(RUN_ROOT)" $(DEMO_ARGS)
-	$(PY) -m analysis table3 --study demo --run-root "$(RUN_ROOT)"
-	$(PY) -m analysis fig3 --study demo --run-root "$(RUN_ROOT)"
+demo: $(SETUP) ## the main job: a small Breakout study on CPU (make study EXPERIMENT=demo), then the trained zoo agents beside it
+	$(MAKE) study EXPERIMENT=demo
 	@echo "--- the trained agents of zoo/ (zoo/README.md), evaluated the same way"
 	$(PY) src/evaluate.py -m zoo=$(ZOO_AGENTS) eval.games=4 eval.num_envs=4 "run_root=$(RUN_ROOT)"
 	$(PY) -m analysis table3 --study zoo --run-root "$(RUN_ROOT)"
@@ -58,7 +63,7 @@ test-slow: $(SETUP) ## the slow tests (longer real runs, torch.compile)
 test-all: $(SETUP) ## every test but the SLURM ones
 	$(PY) -m pytest -m "not slurm" $(PYTEST_ARGS)
 
-ARTEFACTS := table2 table3 table4 table5 fig3 fig6 fig7
+ARTEFACTS := table2 table3 table4 table5 fig3 fig4 fig5 fig6 fig7 scatter
 $(ARTEFACTS): $(SETUP)
 	$(PY) -m analysis $@ --study "$(STUDY)" --run-root "$(RUN_ROOT)"
 table2: ## Table 2: architectures and parameter counts, from the model registry
@@ -66,8 +71,11 @@ table3: ## Table 3: evaluation scores of STUDY (make table3 STUDY=demo)
 table4: ## Table 4: saliency metrics on Atari-HEAD of STUDY
 table5: ## Table 5: Breakout vs BreakoutInfinite of STUDY
 fig3: ## Figure 3: reward curves of STUDY, one panel per game
+fig4: ## Figure 4: saliency maps on the game screen, two frames per game x model of STUDY
+fig5: ## Figure 5: an Atari-HEAD frame per game with each model's map and the human fixations
 fig6: ## Figure 6: reward curves of the Sparse FLS variants of STUDY
 fig7: ## Figure 7: reward curves of the other ablations of STUDY
+scatter: ## Figures 8-14: every evaluated game of STUDY at (length, score), one figure per game
 
 analysis: $(SETUP) ## every artefact of STUDY
 	$(PY) -m analysis all --study "$(STUDY)" --run-root "$(RUN_ROOT)"
