@@ -149,10 +149,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def rollout_size(cfg: Any) -> int:
-    return as_int("num_envs", cfg.num_envs) * as_int("ppo.num_steps", cfg.ppo.num_steps)
-
-
 def check_train_config(cfg: Any) -> None:
     """Every reason a training cell could not start, as one ConfigError."""
     check_seed(cfg.seed)
@@ -163,7 +159,7 @@ def check_train_config(cfg: Any) -> None:
     if envs <= 0:
         raise ConfigError(f"num_envs={cfg.num_envs}: must be a positive integer")
     check_ppo(cfg.ppo)
-    batch = rollout_size(cfg)
+    batch = envs * int(cfg.ppo.num_steps)  # one rollout (check_ppo has checked num_steps)
     if batch % int(cfg.ppo.num_minibatches):
         raise ConfigError(
             f"ppo.num_minibatches={cfg.ppo.num_minibatches}: must divide num_envs x ppo.num_steps = {batch}"
