@@ -267,17 +267,16 @@ def read_labels(path: Path) -> Labels:
         for position, (line, row) in enumerate(rows):
             if not any(cell.strip() for cell in row):
                 continue
-            if unterminated and position == len(rows) - 1:
-                try:
-                    _check_whole_row(path, line, row)
-                except AtariHeadError as e:
-                    truncated_note = f"; it is not a whole row ({str(e).split(': ', 2)[-1]}), so it was dropped"
-                    break
-            if len(row) < len(LABEL_HEADER) + 1:
-                raise AtariHeadError(
-                    f"{path}:{line}: {len(row)} fields, expected frame_id, 5 values and the gaze "
-                    "positions (or null)"
-                )
+            try:
+                values, xy, nulls = _parse_row(path, line, row)
+            except AtariHeadError as e:
+                if not (unterminated and position == len(rows) - 1):
+                    raise
+                truncated_note = f"; it is not a whole row ({str(e).split(': ', 1)[-1]}), so it was dropped"
+                break
+            null_scalars += nulls
+            null_gaze += xy is None
+            xy = np.empty((0, 2)) if xy is None else xy
             frame_id = row[0].strip()
             number, expected = _frame_number(frame_id), len(frame_ids) + 1
             if number is not None and number > expected and frame_ids:
@@ -296,35 +295,6 @@ def read_labels(path: Path) -> Labels:
                     f"{path}:{line}: frame_id {frame_id!r} should be frame number "
                     f"{len(frame_ids) + 1} (rows must list frames 1, 2, 3, ... in order)"
                 )
-            values = []
-            for name, cell in zip(SCALAR_FIELDS, row[1 : len(LABEL_HEADER)]):
-                cell = cell.strip()
-                if cell == "null":
-                    null_scalars += 1
-                    values.append(np.nan)
-                    continue
-                try:
-                    values.append(float(cell))
-                except ValueError:
-                    raise AtariHeadError(f"{path}:{line}: {name}={cell!r} is not a number") from None
-            gaze = row[len(LABEL_HEADER) :]
-            if len(gaze) == 1 and gaze[0].strip() == "null":
-                null_gaze += 1
-                xy = np.empty((0, 2))
-            else:
-                if len(gaze) % 2:
-                    raise AtariHeadError(
-                        f"{path}:{line}: {len(gaze)} gaze coordinates, expected x,y pairs"
-                    )
-                try:
-                    xy = np.array(gaze, dtype=np.float64).reshape(-1, 2)
-                except ValueError:
-                    bad = next(c for c in gaze if not _is_float(c))
-                    raise AtariHeadError(
-                        f"{path}:{line}: gaze coordinate {bad!r} is not a number"
-                    ) from None
-                if not np.isfinite(xy).all():
-                    raise AtariHeadError(f"{path}:{line}: gaze coordinates must be finite numbers")
             frame_ids.append(frame_id)
             scalars.append(values)
             chunks.append(xy)
@@ -360,14 +330,37 @@ def read_labels(path: Path) -> Labels:
     )
 
 
-def _check_whole_row(path: Path, line: int, row: list[str]) -> None:
-    """The checks a row must pass to be read (the loop of read_labels repeats them with its
-    own messages): enough fields, numbers, x,y pairs."""
+def _parse_row(path: Path, line: int, row: list[str]) -> tuple[list[float], np.ndarray | None, int]:
+    """A label row's five values (NaN for null), its gaze points ((n, 2); None for null) and
+    how many values were null; AtariHeadError naming the file, line and what is wrong."""
     if len(row) < len(LABEL_HEADER) + 1:
-        raise AtariHeadError(f"{path}:{line}: {len(row)} fields")
+        raise AtariHeadError(
+            f"{path}:{line}: {len(row)} fields, expected frame_id, 5 values and the gaze positions (or null)"
+        )
+    values, nulls = [], 0
+    for name, cell in zip(SCALAR_FIELDS, row[1: len(LABEL_HEADER)]):
+        cell = cell.strip()
+        if cell == "null":
+            nulls += 1
+            values.append(np.nan)
+            continue
+        try:
+            values.append(float(cell))
+        except ValueError:
+            raise AtariHeadError(f"{path}:{line}: {name}={cell!r} is not a number") from None
     gaze = row[len(LABEL_HEADER):]
-    if not (len(gaze) == 1 and gaze[0].strip() == "null") and (len(gaze) % 2 or not all(_is_float(c) for c in gaze)):
-        raise AtariHeadError(f"{path}:{line}: {len(gaze)} gaze fields, not x,y number pairs")
+    if len(gaze) == 1 and gaze[0].strip() == "null":
+        return values, None, nulls
+    if len(gaze) % 2:
+        raise AtariHeadError(f"{path}:{line}: {len(gaze)} gaze coordinates, expected x,y pairs")
+    try:
+        xy = np.array(gaze, dtype=np.float64).reshape(-1, 2)
+    except ValueError:
+        bad = next(c for c in gaze if not _is_float(c))
+        raise AtariHeadError(f"{path}:{line}: gaze coordinate {bad!r} is not a number") from None
+    if not np.isfinite(xy).all():
+        raise AtariHeadError(f"{path}:{line}: gaze coordinates must be finite numbers")
+    return values, xy, nulls
 
 
 def _is_float(text: str) -> bool:
