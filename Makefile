@@ -54,14 +54,14 @@ saliency-demo: $(SETUP) ## Table 4 on the Atari-HEAD sample: train a small Ms. P
 	    'saliency.resolutions=[210x160,84x84]' 'saliency.frame_alignments=[spec,paper]' $(DEMO_ARGS)
 	$(PY) -m analysis table4 --study saliency_demo --run-root "$(RUN_ROOT)"
 
-test: $(SETUP) ## the default test suite (what CI runs)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(SETUP) ## the default test suite (what CI runs), one worker per core
+	$(PY) -m pytest -n auto $(PYTEST_ARGS)
 
 test-slow: $(SETUP) ## the slow tests (longer real runs, torch.compile)
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto -m slow $(PYTEST_ARGS)
 
 test-all: $(SETUP) ## every test but the SLURM ones
-	$(PY) -m pytest -m "not slurm" $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto -m "not slurm" $(PYTEST_ARGS)
 
 ARTEFACTS := table2 table3 table4 table5 fig3 fig4 fig5 fig6 fig7 scatter
 $(ARTEFACTS): $(SETUP)

@@ -17,6 +17,15 @@ PYTHON = sys.executable
 # Tests never talk to W&B's servers and never prompt.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# With pytest-xdist (`make test` runs one worker per core), every process the tests start
+# takes one CPU thread: two workers' torch thread pools on two cores would spin against
+# each other and run several times slower than either alone.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
