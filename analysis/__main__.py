@@ -27,6 +27,7 @@ from analysis.sources import open_source
 from analysis.paper import DEFAULT_DIR, PaperValues
 from analysis.render import markdown, write_figure, write_table
 from fls.rundir import RunLayout
+from fls.saliency import posthoc
 
 TABLES = ["table2", "table3", "table4", "table5"]
 FIGURES = list(fig3.FIGURES)
@@ -82,6 +83,28 @@ def build_table(name: str, source, grid: Grid, args: argparse.Namespace):
     return table5.build(source, grid, paper)
 
 
+def build_figure(name: str, source, grid: Grid, metrics, args: argparse.Namespace, maps: list[str]):
+    """(the figure or None, the line that says why it is skipped, or None to say nothing)."""
+    study = repr(args.study)
+    if name == "fig4":
+        return (fig4.build(args.run_root, args.study, grid, args.games and args.games.split(","),
+                           args.models and args.models.split(","), maps, args.replay_steps),
+                f"fig4: no trained cell of its games ({args.games or ','.join(fig4.DEFAULT_GAMES)}) x models "
+                f"({args.models or ','.join(fig4.DEFAULT_MODELS)}) in study {study}; skipped")
+    if name == "fig5":
+        return (fig5.build(args.run_root, args.study, grid, maps, args.atari_head),
+                f"fig5: no trained model of study {study} on a game of Atari-HEAD "
+                f"({', '.join(sorted(fig5.GAMES))}) draws a map; skipped")
+    if name in SCATTERS:
+        # asked for by name: say so; `all` and `scatter` list only what they draw
+        return (scatter.build(source, grid, name),
+                f"{name}: no evaluated {scatter.FIGURES[name]} game in study {study}; skipped"
+                if args.artefact == name else None)
+    return (fig3.build(source, grid, name, metrics),
+            f"{name}: none of its models ({', '.join(sorted(fig3.own_models(name)))}) has a reward "
+            f"curve in study {study}; skipped")
+
+
 SKIPPED = {"table4": "no model with a saliency map (its own or a post-hoc one) on an Atari-HEAD game", "table5": "no breakout cells"}
 
 
@@ -89,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.replay_steps < 3:
         print(f"error: --replay-steps {args.replay_steps}: expected at least 3 agent steps", file=sys.stderr)
+        return 2
+    maps = args.maps.split(",")
+    bad = [m for m in maps if m not in posthoc.MAPS]
+    if bad:  # before any artefact is written
+        print(f"error: --maps {','.join(bad)}: expected some of {', '.join(posthoc.MAPS)}", file=sys.stderr)
         return 2
     wanted = ARTEFACTS if args.artefact == "all" else SCATTERS if args.artefact == "scatter" else [args.artefact]
     if args.study is None and wanted != ["table2"]:
@@ -117,51 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     for name in rest:
-        if name == "fig4":
+        if name not in TABLES:
             try:
-                built = fig4.build(args.run_root, args.study, grid, args.games and args.games.split(","),
-                                   args.models and args.models.split(","), args.maps.split(","), args.replay_steps)
-            except ValueError as e:
+                built, skipped = build_figure(name, source, grid, metrics, args, maps)
+            except ValueError as e:  # fig5's Atari-HEAD folder
                 print(f"error: {e}", file=sys.stderr)
                 return 2
             if built is None:
-                print(f"fig4: no trained cell of its games ({args.games or ','.join(fig4.DEFAULT_GAMES)}) x models "
-                      f"({args.models or ','.join(fig4.DEFAULT_MODELS)}) in study {args.study!r}; skipped\n")
-                continue
-            paths = write_figure(built.figure, name, out_dir, built.data)
-            print(f"## {built.title}\n")
-            print("\n".join([*(f"wrote {p}" for p in paths), *(f"- {n}" for n in built.notes)]) + "\n")
-            continue
-        if name in SCATTERS:
-            built = scatter.build(source, grid, name)
-            if built is None:
-                if args.artefact == name:  # asked for by name: say so; `all` and `scatter` list only what they draw
-                    print(f"{name}: no evaluated {scatter.FIGURES[name]} game in study {args.study!r}; skipped\n")
-                continue
-            figure, title, data, notes = built
-            paths = write_figure(figure, name, out_dir, data)
-            print(f"## {title}\n")
-            print("\n".join([*(f"wrote {p}" for p in paths), *(f"- {n}" for n in notes)]) + "\n")
-            continue
-        if name == "fig5":
-            try:
-                built = fig5.build(args.run_root, args.study, grid, args.maps.split(","), args.atari_head)
-            except ValueError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            if built is None:
-                print(f"fig5: no trained model of study {args.study!r} on a game of Atari-HEAD "
-                      f"({', '.join(sorted(fig5.GAMES))}) draws a map; skipped\n")
-                continue
-            paths = write_figure(built.figure, name, out_dir, built.data)
-            print(f"## {built.title}\n")
-            print("\n".join([*(f"wrote {p}" for p in paths), *(f"- {n}" for n in built.notes)]) + "\n")
-            continue
-        if name in FIGURES:
-            built = fig3.build(source, grid, name, metrics)
-            if built is None:
-                print(f"{name}: none of its models ({', '.join(sorted(fig3.own_models(name)))}) has a reward "
-                      f"curve in study {args.study!r}; skipped\n")
+                if skipped:
+                    print(skipped + "\n")
                 continue
             paths = write_figure(built.figure, name, out_dir, built.data)
             print(f"## {built.title}\n")

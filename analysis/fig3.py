@@ -17,7 +17,6 @@ eprewmean yet (no game finished) are skipped.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import matplotlib
 
@@ -28,6 +27,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from analysis.grid import Grid  # noqa: E402
+from analysis.render import FigureArtefact  # noqa: E402
 from analysis.style import game_label, model_colour, model_label, model_linestyle  # noqa: E402
 
 FIGURES = {
@@ -43,16 +43,6 @@ FIGURES = {
 MAX_POINTS = 400  # per line: a 2e8-frame run logs ~49k updates; the SVG stays small
 PANEL_W, PANEL_H, LEGEND_H, DPI, MAX_COLS = 4.8, 3.4, 0.8, 100, 3
 CURVE_COLUMNS = ["game", "model", "frames", "mean", "std", "n", "seeds_with_data"]
-
-
-@dataclass
-class FigureArtefact:
-    name: str
-    title: str
-    figure: matplotlib.figure.Figure
-    data: pd.DataFrame
-    """the plotted curves: game, model, frames, mean, std, n (seeds at that frame)"""
-    notes: list[str] = field(default_factory=list)
 
 
 def figure_models(name: str, study_models: list[str]) -> list[str]:

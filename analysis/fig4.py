@@ -12,7 +12,6 @@ divided by the larger peak of its two frames, so the two frames of a pair compar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +24,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from analysis.grid import Grid  # noqa: E402
+from analysis.render import FigureArtefact  # noqa: E402
 from analysis.style import game_label, model_label  # noqa: E402
 from fls.checkpoint import CheckpointError  # noqa: E402
 from fls.config import load_group  # noqa: E402
@@ -41,15 +41,6 @@ DEFAULT_MODELS = ("dense_fls", "sparse_fls")
 REPLAY_STEPS = 600
 PANEL_W, PANEL_H, DPI = 2.0, 2.9, 100
 DATA_COLUMNS = ["game", "model", "seed", "map", "replay_seed", "agent_step", "checkpoint_global_step", "map_peak"]
-
-
-@dataclass
-class Figure4:
-    name: str
-    title: str
-    figure: matplotlib.figure.Figure
-    data: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
 
 
 def replay(config, trained, steps: int = REPLAY_STEPS) -> tuple[int, list[tuple[int, np.ndarray, np.ndarray]]]:
@@ -74,11 +65,8 @@ def replay(config, trained, steps: int = REPLAY_STEPS) -> tuple[int, list[tuple[
 
 
 def build(run_root: Path | str, study: str, grid: Grid, games: list[str] | None = None,
-          models: list[str] | None = None, maps: list[str] | None = None, steps: int = REPLAY_STEPS) -> Figure4 | None:
+          models: list[str] | None = None, maps: list[str] | None = None, steps: int = REPLAY_STEPS) -> FigureArtefact | None:
     maps = maps or ["model"]
-    bad = [m for m in maps if m not in posthoc.MAPS]
-    if bad:
-        raise ValueError(f"--maps {','.join(bad)}: expected some of {', '.join(posthoc.MAPS)}")
     games = [g for g in (games or DEFAULT_GAMES) if g in grid.games]
     models = [m for m in (models or DEFAULT_MODELS) if m in grid.models]
     layout = RunLayout(run_root)
@@ -134,4 +122,4 @@ def build(run_root: Path | str, study: str, grid: Grid, games: list[str] | None 
     fig.tight_layout()
     notes.insert(0, f"one short replay per cell (seed = its evaluation seed, at most {steps} agent steps), "
                     "frames at 1/3 and 2/3; each pair of maps over its larger peak")
-    return Figure4("fig4", "Figure 4: game visualisations", fig, pd.DataFrame(rows, columns=DATA_COLUMNS), notes)
+    return FigureArtefact("fig4", "Figure 4: game visualisations", fig, pd.DataFrame(rows, columns=DATA_COLUMNS), notes)

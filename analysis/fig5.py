@@ -16,7 +16,6 @@ repository ships (one Ms. Pac-Man trial), else `--atari-head DIR`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +27,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from analysis.grid import Grid  # noqa: E402
+from analysis.render import FigureArtefact  # noqa: E402
 from analysis.style import game_label, model_label  # noqa: E402
 from fls.checkpoint import CheckpointError  # noqa: E402
 from fls.rundir import REPO, RunLayout  # noqa: E402
@@ -42,15 +42,6 @@ SAMPLE = REPO / "data" / "atari_head_sample"
 PANEL_W, PANEL_H, DPI = 2.0, 2.9, 100
 SCAN_FRAMES = 2000  # processed frames searched for the busiest one
 DATA_COLUMNS = ["game", "trial", "frame", "gaze_points", "model", "seed", "map", "checkpoint_global_step", "map_peak"]
-
-
-@dataclass
-class Figure5:
-    name: str
-    title: str
-    figure: matplotlib.figure.Figure
-    data: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
 
 
 def default_root() -> Path:
@@ -83,12 +74,9 @@ def first_trained(layout: RunLayout, study: str, game: str, model: str, seeds: l
     return None
 
 
-def build(run_root: Path | str, study: str, grid: Grid, maps: list[str], root: Path | None = None) -> Figure5 | None:
+def build(run_root: Path | str, study: str, grid: Grid, maps: list[str], root: Path | None = None) -> FigureArtefact | None:
     """The figure, or None when no game of the study is in Atari-HEAD with a trained model."""
     root = Path(root) if root else default_root()
-    bad = [m for m in maps if m not in posthoc.MAPS]
-    if bad:
-        raise ValueError(f"--maps {','.join(bad)}: expected some of {', '.join(posthoc.MAPS)}")
     games = [g for g in grid.games if g in GAMES]
     notes, rows, panels = [], [], []  # panels: (game, title, image, fixations)
     if not games:
@@ -148,4 +136,4 @@ def build(run_root: Path | str, study: str, grid: Grid, maps: list[str], root: P
     fig.tight_layout()
     notes.insert(0, f"Atari-HEAD: {root}; maps: {', '.join(maps)}; each map over its own peak; "
                     "first seed with a checkpoint of each model")
-    return Figure5("fig5", "Figure 5: Atari-HEAD visualisations", fig, pd.DataFrame(rows, columns=DATA_COLUMNS), notes)
+    return FigureArtefact("fig5", "Figure 5: Atari-HEAD visualisations", fig, pd.DataFrame(rows, columns=DATA_COLUMNS), notes)

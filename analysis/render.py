@@ -32,6 +32,18 @@ class Artefact:
     """what is missing or partial, and how to read the table"""
 
 
+@dataclass
+class FigureArtefact:
+    name: str
+    """the paper's name for it: fig3, fig8, ...; also the output files' stem"""
+    title: str
+    figure: "matplotlib.figure.Figure"
+    data: pd.DataFrame
+    """what is plotted, one row per point or curve sample: the CSV"""
+    notes: list[str] = field(default_factory=list)
+    """what is missing or partial, and how to read the figure"""
+
+
 def fmt_number(x: float, digits: int | None = None) -> str:
     """Scores vary from 0.3 to 50,000 across games: keep about three significant digits."""
     if x is None or not math.isfinite(x):

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.grid import Grid  # noqa: E402
+from analysis.render import FigureArtefact  # noqa: E402
 from analysis.style import game_label, model_label  # noqa: E402
 
 # the paper's numbering: its appendix figure for each game
@@ -50,8 +51,8 @@ def games_of(source, game: str) -> pd.DataFrame:
     return rows[rows["game"] == game]
 
 
-def build(source, grid: Grid, name: str):
-    """(figure, plotted data, notes), or None when the study has no evaluated game of it."""
+def build(source, grid: Grid, name: str) -> FigureArtefact | None:
+    """The figure, or None when the study has no evaluated game of it."""
     game = FIGURES[name]
     rows = grid.restrict(games_of(source, game))
     unknown = int(rows["agent_steps"].isna().sum())
@@ -88,4 +89,4 @@ def build(source, grid: Grid, name: str):
         notes.append(f"{unknown} game(s) evaluated before game lengths were recorded in agent steps are left out "
                      "(re-evaluate with eval.overwrite=true)")
     data = pd.concat(plotted, ignore_index=True) if plotted else pd.DataFrame(columns=DATA_COLUMNS)
-    return fig, f"Figure {number}: {game_label(game)} scatterplot", data, notes
+    return FigureArtefact(name, f"Figure {number}: {game_label(game)} scatterplot", fig, data, notes)
