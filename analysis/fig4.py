@@ -24,17 +24,15 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from analysis.grid import Grid  # noqa: E402
+from analysis.load import first_trained  # noqa: E402
 from analysis.render import FigureArtefact  # noqa: E402
 from analysis.style import game_label, model_label  # noqa: E402
-from fls.checkpoint import CheckpointError  # noqa: E402
 from fls.config import load_group  # noqa: E402
 from fls.envs import make_vec_env  # noqa: E402
 from fls.evaluation import eval_seed  # noqa: E402
 from fls.rundir import RunLayout  # noqa: E402
 from fls.saliency import posthoc  # noqa: E402
-from fls.saliency.metrics import upscale_saliency  # noqa: E402
-from fls.trained_cell import load_model  # noqa: E402
-from fls.video import overlay  # noqa: E402
+from fls.video import overlay_on_screen  # noqa: E402
 
 DEFAULT_GAMES = ("breakout", "seaquest")
 DEFAULT_MODELS = ("dense_fls", "sparse_fls")
@@ -73,35 +71,26 @@ def build(run_root: Path | str, study: str, grid: Grid, games: list[str] | None 
     notes, rows, panels = [], [], []  # panels: (game, label, image)
     for game in games:
         for model in models:
-            found = None
-            for seed in grid.seeds:
-                cell = layout.cell(study, game, model, seed)
-                if cell.has_checkpoint() and cell.config.exists():
-                    try:
-                        found = seed, cell, load_model(cell, torch.device("cpu"))
-                        break
-                    except CheckpointError:
-                        continue
+            found = first_trained(layout, study, game, model, grid.seeds)
             if found is None:
                 notes.append(f"{game_label(game)} x {model_label(model)}: no trained cell in study {study!r}")
                 continue
-            seed, cell, trained = found
+            seed, trained = found
             drawn = [name for name in maps if not posthoc.needs(name, trained.model)]
             notes += [f"{model_label(model)}: {posthoc.needs(name, trained.model)}; --maps {name} skipped"
                       for name in maps if name not in drawn]
             if not drawn:
                 continue
-            replay_seed, frames = replay(OmegaConf.load(cell.config), trained, steps)
+            replay_seed, frames = replay(OmegaConf.load(trained.cell.config), trained, steps)
             stacks = torch.from_numpy(np.stack([stack for _, _, stack in frames]))
             for name in drawn:
                 # only the two chosen stacks get a map: a post-hoc map costs hundreds of forwards
                 saliency_maps = posthoc.draw(trained.model, stacks, name).numpy()
                 peak = float(saliency_maps.max()) or 1.0
                 for (step, raw, _), saliency in zip(frames, saliency_maps):
-                    heat = np.clip(upscale_saliency(saliency, raw.shape[:2]), 0, None) / peak
                     what = "" if name == "model" else f" · {posthoc.LABELS[name]}"
                     panels.append((game, f"{game_label(game)}, {model_label(model)}{what}\nstep {step}",
-                                   overlay(raw, heat)))
+                                   overlay_on_screen(raw, saliency, peak)))
                     rows.append({"game": game, "model": model, "seed": seed, "map": name, "replay_seed": replay_seed,
                                  "agent_step": step, "checkpoint_global_step": trained.global_step, "map_peak": peak})
     if not panels:

@@ -27,16 +27,14 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from analysis.grid import Grid  # noqa: E402
+from analysis.load import first_trained  # noqa: E402
 from analysis.render import FigureArtefact  # noqa: E402
 from analysis.style import game_label, model_label  # noqa: E402
-from fls.checkpoint import CheckpointError  # noqa: E402
 from fls.rundir import REPO, RunLayout  # noqa: E402
 from fls.saliency import posthoc  # noqa: E402
 from fls.saliency.atari_head import GAMES, AtariHead, AtariHeadError  # noqa: E402
 from fls.saliency.gaze import ProcessedFrame, play_trial  # noqa: E402
-from fls.saliency.metrics import upscale_saliency  # noqa: E402
-from fls.trained_cell import load_model  # noqa: E402
-from fls.video import overlay  # noqa: E402
+from fls.video import overlay_on_screen  # noqa: E402
 
 SAMPLE = REPO / "data" / "atari_head_sample"
 PANEL_W, PANEL_H, DPI = 2.0, 2.9, 100
@@ -61,17 +59,6 @@ def busiest_frame(dataset: AtariHead, game: str) -> tuple[int, ProcessedFrame] |
         if best is None or len(frame.gaze) > len(best.gaze):
             best = frame
     return (info.trial_id, best) if best is not None else None
-
-
-def first_trained(layout: RunLayout, study: str, game: str, model: str, seeds: list[int]):
-    for seed in seeds:
-        cell = layout.cell(study, game, model, seed)
-        if cell.has_checkpoint():
-            try:
-                return seed, load_model(cell, torch.device("cpu"))
-            except CheckpointError:
-                continue
-    return None
 
 
 def build(run_root: Path | str, study: str, grid: Grid, maps: list[str], root: Path | None = None) -> FigureArtefact | None:
@@ -103,9 +90,8 @@ def build(run_root: Path | str, study: str, grid: Grid, maps: list[str], root: P
                     continue
                 saliency = posthoc.draw(cell.model, torch.from_numpy(frame.stack[None]), name)[0].numpy()
                 peak = float(saliency.max())
-                heat = np.clip(upscale_saliency(saliency, frame.raw.shape[:2]), 0, None) / (peak or 1.0)
                 label = model_label(model) + ("" if name == "model" else f"\n{posthoc.LABELS[name]}")
-                row_panels.append((label, overlay(frame.raw, heat)))
+                row_panels.append((label, overlay_on_screen(frame.raw, saliency, peak or 1.0)))
                 rows.append({"game": game, "trial": trial, "frame": frame.index, "gaze_points": len(frame.gaze),
                              "model": model, "seed": seed, "map": name, "checkpoint_global_step": cell.global_step,
                              "map_peak": peak})

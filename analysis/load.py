@@ -134,3 +134,22 @@ class FileSource:
                 trials["preset"] = "spec"
             frames.append(_with_keys(trials.reindex(columns=TRIAL_COLUMNS), cell))
         return _concat(frames, SALIENCY_COLUMNS)
+
+
+def first_trained(layout: RunLayout, study: str, game: str, model: str, seeds: list[int]):
+    """(seed, fls.trained_cell.TrainedCell on the CPU) of the first seed of (game, model) whose
+    checkpoint loads, for the figures that draw a trained model's maps; None if none does.
+    A cell without its config.yaml is left out, as the trainer and evaluator refuse it."""
+    import torch
+
+    from fls.checkpoint import CheckpointError
+    from fls.trained_cell import load_model
+
+    for seed in seeds:
+        cell = layout.cell(study, game, model, seed)
+        if cell.has_checkpoint() and cell.config.exists():
+            try:
+                return seed, load_model(cell, torch.device("cpu"))
+            except CheckpointError:
+                continue
+    return None

@@ -49,9 +49,14 @@ def overlay(rgb: np.ndarray, heat: np.ndarray | None) -> np.ndarray:
     return (rgb * (1 - weight) + colour * weight).astype(np.uint8)
 
 
+def overlay_on_screen(raw: np.ndarray, map84: np.ndarray | None, scale: float) -> np.ndarray:
+    """The raw screen with an 84 x 84 map, divided by `scale`, resized onto it (bilinear)."""
+    return overlay(raw, None if map84 is None else np.clip(upscale_saliency(map84, raw.shape[:2]), 0, None) / scale)
+
+
 def compose(raw: np.ndarray, obs: np.ndarray, map84: np.ndarray | None, scale: float) -> np.ndarray:
     """One video frame: raw screen with its overlay | 84 x 84 observation with its overlay."""
-    left = overlay(raw, None if map84 is None else np.clip(upscale_saliency(map84, raw.shape[:2]), 0, None) / scale)
+    left = overlay_on_screen(raw, map84, scale)
     gray = np.repeat(obs[..., None], 3, axis=2)
     right = overlay(gray, None if map84 is None else map84 / scale)
     right = cv2.resize(right, (raw.shape[0], raw.shape[0]), interpolation=cv2.INTER_NEAREST)
