@@ -99,11 +99,11 @@ def missing(study: Study, stage: str) -> list[Cell]:
     return out
 
 
-def saliency_games(study: Study, root: str, say) -> list[str]:
+def saliency_games(todo: list[Cell], root: str, say) -> list[str]:
     """The games of the saliency stage: those with cells to score and trials on disk."""
     from fls.saliency.atari_head import AtariHead, AtariHeadError
 
-    wanted = sorted({c.game for c in missing(study, "saliency")})
+    wanted = sorted({c.game for c in todo})
     try:
         dataset = AtariHead(root)
     except AtariHeadError as e:
@@ -167,7 +167,7 @@ def run(argv: list[str] | None = None) -> int:
         games = None
         if stage == "saliency" and todo:
             try:
-                games = saliency_games(study, os.environ["ATARI_HEAD_ROOT"], say)
+                games = saliency_games(todo, os.environ["ATARI_HEAD_ROOT"], say)
             except SystemExit as e:
                 print(e, file=sys.stderr)
                 return 2

@@ -125,10 +125,10 @@ def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
     envs = make_vec_env(game, env_cfg, 1, max_episode_frames=int(video.max_frames))
     record: dict[str, Any] = {"cell": cell.cell.key, "eval_game": game.name, "checkpoint_global_step": trained.global_step,
                               "has_saliency": bool(model.has_saliency), "map": method, "games": []}
+    settings = posthoc.PostHocSettings.from_config(video.posthoc)
     with envs:
         for g in range(int(video.games)):
-            played = play_recorded_game(envs, trained, seed + g, bool(cfg.eval.sample), method,
-                                        posthoc.PostHocSettings.from_config(video.posthoc))
+            played = play_recorded_game(envs, trained, seed + g, bool(cfg.eval.sample), method, settings)
             maps = played["maps"]
             scale = max((float(m.max()) for m in maps if m is not None), default=1.0) or 1.0
             frames = [compose(r, o, m, scale) for r, o, m in zip(played["raws"], played["obs"], maps)]
