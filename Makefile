@@ -92,7 +92,7 @@ SEEDS ?= 3
 FIRST_SEED ?= 1
 STEPS ?= 300000
 bench-learning: $(SETUP) ## ours vs CleanRL's ppo_atari.py, GAME x SEEDS x STEPS (CLEANRL=<checkout of vwxyzjn/cleanrl>; ~1 h here)
-	$(PY) -m bench.learning --game $(GAME) --seeds $(SEEDS) --first-seed $(FIRST_SEED) --steps $(STEPS) $(if $(CLEANRL),--cleanrl "$(CLEANRL)")
+	$(PY) -m bench.learning --game $(GAME) --seeds $(SEEDS) --first-seed $(FIRST_SEED) --steps $(STEPS) $(if $(CLEANRL),--cleanrl "$(CLEANRL)") $(foreach f,$(ADD),--add "$(f)")
 
 slurm-up: ## start a one-node SLURM with accounting here (root; installs slurm-wlm, munge, MariaDB if missing)
 	launchers/slurm-local/up.sh

@@ -1,7 +1,7 @@
 """`make bench-learning`: does our default trainer learn as fast as CleanRL's `ppo_atari.py`?
 
     python -m bench.learning [--cleanrl DIR] [--game breakout] [--seeds 3] [--first-seed 1] [--steps 300000]
-                             [--variant NAME="overrides ..."] [--jobs 2] [--out DIR]
+                             [--variant NAME="overrides ..."] [--jobs 2] [--out DIR] [--add EARLIER.json]
 
 Ours: `src/train.py` with its defaults (Nature CNN, as CleanRL's network), one process per
 seed, 1 torch thread each. The peer: `cleanrl/ppo_atari.py` from a checkout of
@@ -18,7 +18,9 @@ writes learning.md, learning.json and learning.png (mean with a band of one std)
 Each finished run is kept: running the bench again with more seeds or another variant
 trains only what is missing (ours skips finished cells; CleanRL's runs keep their logs).
 `--variant name="env.backend=native"` adds a column for ours with those overrides, which is
-how the causes of a gap are isolated with controlled runs.
+how the causes of a gap are isolated with controlled runs. `--add <earlier learning.json>`
+joins the seeds of a table whose runs live elsewhere (known at its six marks only; the plot
+draws them as steps between the marks).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import shlex
 import subprocess
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,8 +202,10 @@ def plot(summary: dict, columns: list[Column], game: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for col in columns:
         curves = np.array([[value_at(c, g) for g in grid] for c in col.curves.values()], dtype=float)
-        mean = np.nanmean(curves, axis=0)
-        std = np.nanstd(curves, axis=0)
+        with warnings.catch_warnings():  # seeds known only at the marks (--add) are nan before the first
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(curves, axis=0)
+            std = np.nanstd(curves, axis=0)
         ax.plot(grid, mean, label=f"{col.name} ({len(curves)} seeds)")
         ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("agent steps")
@@ -225,6 +230,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="another column of ours with these Hydra overrides (repeatable)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (default: one per core)")
     p.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT.relative_to(REPO)})")
+    p.add_argument("--add", type=Path, action="append", default=[], metavar="LEARNING_JSON",
+                   help="an earlier run's learning.json (same game and steps): its seeds join this table")
     args = p.parse_args(argv)
     errors = []
     if args.game not in group_options("game"):
@@ -237,9 +244,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         name = v.split("=", 1)[0]
         if "=" not in v or not re.fullmatch(r"[a-z0-9_]+", name) or name in ("ours", "cleanrl"):
             errors.append(f"--variant {v}: expected name=\"overrides\" with a new name of [a-z0-9_]")
+    for path in args.add:
+        try:
+            earlier = json.loads(path.read_text())
+            if earlier.get("game") != args.game or earlier.get("steps") != args.steps:
+                errors.append(f"--add {path}: a table of {earlier.get('game')} at {earlier.get('steps')} steps, "
+                              f"not {args.game} at {args.steps}")
+        except (OSError, ValueError) as e:
+            errors.append(f"--add {path}: not a learning.json ({e})")
     if errors:
         p.error("; ".join(errors))
     return args
+
+
+def add_earlier(columns: list[Column], path: Path, steps: int) -> list[Column]:
+    """The seeds of an earlier run's table (learning.json) added to `columns`, known only at
+    its marks; a seed this run has is kept from this run. Columns it alone has are added."""
+    earlier = json.loads(path.read_text())
+    by_name = {c.name: c for c in columns}
+    for name, col in earlier["columns"].items():
+        if name not in by_name:
+            by_name[name] = Column(name, col["kind"], list(col.get("overrides", [])))
+            columns.append(by_name[name])
+        for seed, values in col["seeds"].items():
+            by_name[name].curves.setdefault(int(seed), list(zip(earlier["marks"], values)))
+    return columns
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             col.curves[seed] = ours_curve(run_root, col, args.game, seed)
         else:
             col.curves[seed] = windowed(cleanrl_returns(logfile))
+    for path in args.add:
+        columns = add_earlier(columns, path, args.steps)
     summary = summarise(columns, args.steps)
     summary.update(game=args.game, steps=args.steps)
     text = table(summary, args.game)
