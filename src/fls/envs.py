@@ -124,6 +124,19 @@ def check_env_config(env_cfg: Any, game_cfg: Any) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+def env_seeds(seed: int | np.ndarray | None, num_envs: int) -> np.ndarray | None:
+    """Each env's reset seed: seed + i for an int (Baselines' VecEnv), or one given per env
+    (a packed job: each cell's envs keep the seeds they have when it trains alone)."""
+    if seed is None:
+        return None
+    if np.ndim(seed) == 0:
+        return int(seed) + np.arange(num_envs, dtype=np.int64)
+    seeds = np.asarray(seed, dtype=np.int64)
+    if seeds.shape != (num_envs,):
+        raise ValueError(f"{len(seeds)} reset seeds for {num_envs} envs")
+    return seeds
+
+
 @dataclass
 class Step:
     """What one vector step returns besides the observation (all arrays of num_envs)."""
@@ -148,7 +161,8 @@ class AtariVec:
     backend: str
     observation_shape: tuple[int, int, int]
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
+    def reset(self, seed: int | np.ndarray | None = None) -> np.ndarray:
+        """Start every game; env i on seed + i, or on seed[i] for an array (env_seeds)."""
         raise NotImplementedError
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, Step]:
@@ -292,8 +306,8 @@ class NativeAtariVec(AtariVec):
         self.lives = np.zeros(num_envs, dtype=np.int64)
         self.game_start_frame = np.zeros(num_envs, dtype=np.int64)
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        frames, info = self.env.reset(seed=seed)
+    def reset(self, seed: int | np.ndarray | None = None) -> np.ndarray:
+        frames, info = self.env.reset(seed=env_seeds(seed, self.num_envs))
         self.lives = info["lives"].astype(np.int64)
         self.game_start_frame = (info["frame_number"] - info["episode_frame_number"]).astype(np.int64)
         self.clock = _GameClock(self.num_envs)
@@ -508,9 +522,10 @@ class GymnasiumAtariVec(AtariVec):
         self.observation_shape = (frame_stack, 84, 84)
         self.frames = np.zeros((num_envs, 84, 84), dtype=np.uint8)
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
+    def reset(self, seed: int | np.ndarray | None = None) -> np.ndarray:
+        seeds = env_seeds(seed, self.num_envs)
         for i, env in enumerate(self.envs):
-            self.frames[i], _ = env.reset(seed=None if seed is None else seed + i)
+            self.frames[i], _ = env.reset(seed=None if seeds is None else int(seeds[i]))
         return self.stack.reset(self.frames).copy()
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, Step]:
@@ -563,9 +578,10 @@ class EnvGroups(AtariVec):
     def groups(self) -> list[slice]:
         return self._groups
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        # Env i keeps seed + i, as with one vector env.
-        return np.concatenate([p.reset(None if seed is None else seed + g.start)
+    def reset(self, seed: int | np.ndarray | None = None) -> np.ndarray:
+        # Env i keeps seed + i (or seed[i]), as with one vector env.
+        seeds = env_seeds(seed, self.num_envs)
+        return np.concatenate([p.reset(None if seeds is None else seeds[g])
                                for g, p in zip(self._groups, self.parts)])
 
     def send(self, group: slice, actions: np.ndarray) -> None:
@@ -600,16 +616,22 @@ def make_vec_env(
     max_episode_frames: int | None = None,
     episodic_life: bool | None = None,
     groups: int = 1,
+    cells: int = 1,
 ) -> AtariVec:
     """The env stack of docs/protocol.md for `game_cfg` on the backend `env_cfg` selects.
 
     Games are cut at `max_episode_frames` (default: the game's training cap, `max_frames`).
     With groups > 1, the envs are split into that many vector envs that step independently
-    (EnvGroups; only the native backend steps them in the background).
+    (EnvGroups; only the native backend steps them in the background). `cells`: the envs
+    are that many cells' equal shares (a packed job), and each group holds the same part of
+    every cell's share (fls.seed_pack.PackLayout).
     """
     backend = resolve_backend(env_cfg, game_cfg)
-    if groups > 1 and num_envs >= groups:
-        sizes = [len(a) for a in np.array_split(np.arange(num_envs), groups)]
+    if num_envs % cells:
+        raise ValueError(f"{num_envs} envs are not {cells} cells' equal shares")
+    per_cell = num_envs // cells
+    if groups > 1 and per_cell >= groups:
+        sizes = [cells * len(a) for a in np.array_split(np.arange(per_cell), groups)]
         return EnvGroups([make_vec_env(game_cfg, env_cfg, n, max_episode_frames=max_episode_frames,
                                        episodic_life=episodic_life) for n in sizes])
     common = dict(
