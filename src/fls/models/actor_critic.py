@@ -81,23 +81,31 @@ class ActorCritic(nn.Module):
         # argument checks would sync with a GPU on every call; logits are always finite here
         return Categorical(logits=logits, validate_args=False)
 
-    def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None):
+    @staticmethod
+    def sample(probs: Categorical, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One action per row, drawn exactly as Categorical.sample draws it, from `generator`
+        (None: torch's global RNG). Packed seeds each draw from their own (fls.seed_pack)."""
+        flat = probs.probs.reshape(-1, probs.param_shape[-1])
+        return torch.multinomial(flat, 1, True, generator=generator).reshape(probs.batch_shape)
+
+    def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None,
+                             generator: torch.Generator | None = None):
         """CleanRL's agent call: (action, its log-probability, entropy, value); samples the
         action unless given (the PPO update passes the rollout's)."""
         logits, value = self(obs)
         probs = self.distribution(logits)
         if action is None:
-            action = probs.sample()
+            action = self.sample(probs, generator)
         return action, probs.log_prob(action), probs.entropy(), value
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self(obs)[1]
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, greedy: bool = False) -> torch.Tensor:
+    def act(self, obs: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """Actions for a batch of uint8 frames: sampled from the policy, or its argmax."""
         logits, _ = self(obs)
-        return logits.argmax(-1) if greedy else self.distribution(logits).sample()
+        return logits.argmax(-1) if greedy else self.sample(self.distribution(logits), generator)
 
     def _require_attention(self) -> None:
         if not self.has_saliency:
