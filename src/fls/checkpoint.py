@@ -43,9 +43,23 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save(path: Path, **state: Any) -> None:
+def policy_rng_state(states: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """The state of the generator the cell's policy samples from (fls.seed_pack). Checkpoints
+    written before packed seeds hold only torch's global states, which it sampled from then."""
+    if "policy" in states:
+        return states["policy"]
+    if device.type == "cuda" and "cuda" in states:
+        return states["cuda"][device.index or 0]
+    return states["torch"]
+
+
+def save(path: Path, *, policy_rng: torch.Tensor | None = None, **state: Any) -> None:
+    """`policy_rng`: the state of the cell's own sampling generator (fls.seed_pack)."""
+    rng = rng_states()
+    if policy_rng is not None:
+        rng["policy"] = policy_rng
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "rng": rng_states(), **state}, buffer)
+    torch.save({"format": FORMAT, "rng": rng, **state}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 

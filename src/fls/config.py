@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import tempfile
@@ -19,6 +20,7 @@ from fls.rundir import NAME
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 DEVICES = ("auto", "cpu", "cuda")
+PACK_BY = ("none", "seeds")
 # Seeds of torch, numpy (< 2**32) and the envs (seed + i, and resumed runs' seeds, < 2**31)
 SEED_LIMIT = 2**30
 # docs/protocol.md#ppo: what each PPO key accepts
@@ -149,9 +151,42 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def pack_seeds(cfg: Any) -> list[int]:
+    """The seeds whose cells one job trains or evaluates: pack.seeds in a packed job
+    (conf/pack/seeds.yaml), else the cell's own seed. Raises ConfigError."""
+    check_seed(cfg.seed)
+    pack = cfg.get("pack") or {}
+    by, seeds = pack.get("by", "none"), pack.get("seeds")
+    if by not in PACK_BY:
+        raise ConfigError(f"pack.by={by}: expected one of {', '.join(PACK_BY)} (pack=none or pack=seeds)")
+    if seeds is None:
+        return [int(cfg.seed)]
+    if by != "seeds":
+        raise ConfigError(f"pack.seeds={seeds}: a job trains several seeds only with pack=seeds")
+    if isinstance(seeds, (str, int)) or not hasattr(seeds, "__len__") or len(seeds) == 0:
+        raise ConfigError(f"pack.seeds={seeds}: expected a list of seeds, e.g. pack.seeds=[0,1,2]")
+    chosen = [check_seed(s) for s in seeds]
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"pack.seeds={list(chosen)}: a seed appears twice; expected distinct seeds")
+    return chosen
+
+
+def cell_configs(cfg: Any) -> list[Any]:
+    """The config of each cell one job runs: `cfg` itself, or one copy per seed of pack.seeds."""
+    seeds = pack_seeds(cfg)
+    if (cfg.get("pack") or {}).get("seeds") is None:
+        return [cfg]
+    cells = []
+    for seed in seeds:
+        one = copy.deepcopy(cfg)
+        one.seed = seed
+        cells.append(one)
+    return cells
+
+
 def check_train_config(cfg: Any) -> None:
     """Every reason a training cell could not start, as one ConfigError."""
-    check_seed(cfg.seed)
+    pack_seeds(cfg)
     steps = as_int("total_timesteps", cfg.total_timesteps)
     if steps <= 0:
         raise ConfigError(f"total_timesteps={cfg.total_timesteps}: must be a positive number of agent steps")

@@ -122,7 +122,7 @@ def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class WandbRun:
-    """The W&B side: one run per cell, continued on resume."""
+    """The W&B side: one run per cell, continued on resume (a packed job holds several)."""
 
     def __init__(self, logger_cfg: Any, cell: CellDir, config: dict[str, Any], run_id: str | None):
         import wandb
@@ -137,6 +137,8 @@ class WandbRun:
             dir=str(cell.path),  # wandb adds its own wandb/ folder
             id=run_id,
             resume="allow",
+            # the cells of a packed job have one W&B run each, open at once in one process
+            reinit="create_new",
             name=c.key,
             group=f"{c.game}/{c.model}",
             job_type="train",
@@ -167,7 +169,7 @@ def _isnan(value: Any) -> bool:
 class Progress:
     """A tqdm bar on a terminal; plain periodic lines in batch jobs (SLURM logs)."""
 
-    def __init__(self, total_steps: int, start_step: int, every_s: float, name: str):
+    def __init__(self, total_steps: int, start_step: int, every_s: float, name: str, position: int = 0):
         self.interactive = sys.stderr.isatty()
         self.every_s = every_s
         self.name = name
@@ -176,8 +178,9 @@ class Progress:
         if self.interactive:
             from tqdm import tqdm
 
+            # position: one line per cell of a packed job
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", unit_scale=True,
-                            desc=name, dynamic_ncols=True)
+                            desc=name, dynamic_ncols=True, position=position)
         self.step = start_step
         self.total = total_steps
 
@@ -202,11 +205,11 @@ class TrainLog:
     resume), W&B when `logger=wandb`, and the progress bar or log lines."""
 
     def __init__(self, cfg: Any, cell: CellDir, config: dict[str, Any], *, start_update: int, start_step: int,
-                 total_steps: int, wandb_id: str | None):
+                 total_steps: int, wandb_id: str | None, position: int = 0):
         self.metrics = MetricsCSV(cell.metrics)
         self.metrics.truncate_after(start_update)
         self.wandb = WandbRun(cfg.logger, cell, config, wandb_id) if cfg.logger.name == "wandb" else None
-        self.progress = Progress(total_steps, start_step, cfg.log_every_s, cell.cell.key)
+        self.progress = Progress(total_steps, start_step, cfg.log_every_s, cell.cell.key, position)
 
     @property
     def wandb_id(self) -> str | None:

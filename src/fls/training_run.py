@@ -1,14 +1,21 @@
-"""The life of one training cell, so that src/train.py holds only the algorithm.
+"""The life of the training cells of one job, so that src/train.py holds only the algorithm.
 
-    run = TrainingRun.open(cfg, num_updates, batch_size)    # None: the cell is done
-    with run:
-        ... build envs (run.closing(envs)), agent, optimizer ...
-        run.resume(model, optimizer, **facts)               # from the checkpoint, if any
-        for update in run.updates():
-            ... rollout (run.games.add(...)), PPO update ...
-            run.end_update(update, row)
+    with TrainingRun.open(cfg, num_updates, batch_size) as runs:   # [] when every cell is done
+        for run in runs:                                # cells that resume at the same update
+            with run:
+                ... build envs (run.closing(envs)), agents (fls.seed_pack), optimizer ...
+                run.resume(agents, optimizer, device, **facts)  # from the checkpoints, if any
+                for update in run.updates():
+                    ... rollout (run.cells[i].games.add(...)), PPO update ...
+                    run.end_update(update, rows)        # one row per cell
 
-What it owns:
+A job trains one cell, or under pack=seeds the cells of pack.seeds (fls.config.cell_configs).
+Each cell keeps everything a lone cell has: its directory, config, checkpoint, metrics.csv,
+W&B run, status, train.log. Cells that would resume at different updates cannot share one
+Adam schedule (fls.seed_pack), so they train in turn, one run per update they start from;
+a finished cell is skipped.
+
+What it owns, per cell:
 - opening the cell: config check and record, skip when done, refuse a changed config
   (fls.cell_lifecycle);
 - resume: model, optimizer, counters, the window of the last 100 games and the RNG states
@@ -25,7 +32,8 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,12 +42,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from fls import checkpoint
 from fls.cell_lifecycle import job_info, now, open_training_cell
-from fls.config import check_train_config
+from fls.config import cell_configs, check_train_config
+from fls.errors import CellsRefused, ConfigError
 from fls.preemption import Preemption
-from fls.rundir import DONE, FAILED, INTERRUPTED, RUNNING, CellDir, cell_from_config
+from fls.rundir import DONE, FAILED, INTERRUPTED, RUNNING, CellBusy, CellDamaged, CellDir, cell_from_config
+from fls.seed_pack import SeedPack
 from fls.train_log import TrainLog
 
 log = logging.getLogger(__name__)
+
+# What stops a cell from starting (its directory's state, not its config): in a packed job,
+# that cell alone
+REFUSALS = (ConfigError, CellBusy, CellDamaged, checkpoint.CheckpointError)
 
 WINDOW = 100  # eprewmean: the mean score of the last 100 finished games (Baselines' epinfobuf)
 
@@ -71,103 +85,207 @@ def env_seed(seed: int, update: int) -> int:
     return (seed + 1_000_003 * update) % 2**31
 
 
-class TrainingRun:
-    def __init__(self, cfg: DictConfig, cell: CellDir, num_updates: int, batch_size: int):
+class CellRun:
+    """One cell's share of a run: its directory and config, its game window, log and counters."""
+
+    def __init__(self, cfg: DictConfig, cell: CellDir):
         self.cfg, self.cell = cfg, cell
-        self.num_updates, self.batch_size = num_updates, batch_size
+        self.games = GameWindow()
         self.start_update = 0
         self.global_step = 0
-        self.games = GameWindow()
         self.log: TrainLog | None = None
         self.result: dict[str, Any] | None = None
+        self._state: dict[str, Any] | None = None
+        self._read = False
+
+    @property
+    def key(self) -> str:
+        return self.cell.cell.key
+
+    def saved_state(self, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+        """The cell's checkpoint (read once), or None; a damaged one fails the cell."""
+        if not self._read:
+            self._read = True
+            if self.cell.has_checkpoint():
+                try:
+                    self._state = checkpoint.load(self.cell.checkpoint, map_location=device)
+                except checkpoint.CheckpointError as e:
+                    self.cell.write_status(state=FAILED, failed_at=now(), error=str(e))
+                    raise
+        return self._state
+
+    @property
+    def env_seed(self) -> int:
+        """The seed the cell's envs start from at this (re)start."""
+        return env_seed(int(self.cfg.seed), self.start_update)
+
+
+class TrainingRun:
+    """Cells trained together in one process, all at the same update (one cell unless packed)."""
+
+    def __init__(self, cells: list[CellRun], num_updates: int, batch_size: int, locks: ExitStack):
+        self.cells = cells
+        self.cfg = cells[0].cfg
+        self.num_updates, self.batch_size = num_updates, batch_size
+        self.start_update = 0
         self._saved: dict[str, Any] = {}
         self._stack = ExitStack()
+        self._stack.push(locks)  # the run holds its cells' locks until it ends
         self._preemption = Preemption()
+        self._log_files: list[logging.Handler] = []
 
     @classmethod
-    def open(cls, cfg: DictConfig, num_updates: int, batch_size: int) -> TrainingRun | None:
-        """The run of the cell `cfg` names, or None when that cell is already done. Raises
-        ConfigError (bad or changed config) and CellBusy (another process trains it)."""
-        check_train_config(cfg)  # before anything is written, the lock file included
+    @contextmanager
+    def open(cls, cfg: DictConfig, num_updates: int, batch_size: int) -> Iterator[list[TrainingRun]]:
+        """The runs of the cells `cfg` names that are not done yet, grouped by the update they
+        resume at (first the furthest). A lone cell raises ConfigError (bad or changed
+        config), CellBusy (another process trains it), CellDamaged or CheckpointError before
+        anything is trained; a packed job trains the cells it can, then raises CellsRefused
+        naming the others."""
+        check_train_config(cfg)  # before anything is written, the lock files included
         if num_updates * batch_size != int(cfg.total_timesteps):
             log.warning("total_timesteps=%s is not a multiple of the rollout (num_envs x ppo.num_steps = %d): "
                         "training %d updates = %d agent steps", cfg.total_timesteps, batch_size, num_updates,
                         num_updates * batch_size)
-        cell = cell_from_config(cfg)
+        runs: list[TrainingRun] = []
+        configs = cell_configs(cfg)
+        refused: dict[str, Exception] = {}
         with ExitStack() as held:
-            held.enter_context(cell.lock("train"))
-            if open_training_cell(cfg, cell) is None:
-                return None
-            run = cls(cfg, cell, num_updates, batch_size)
-            run._stack.push(held.pop_all())  # the run holds the lock until it ends
-            return run
+            todo: dict[int, list[tuple[CellRun, ExitStack]]] = {}
+            for one in configs:
+                cell = cell_from_config(one)
+                lock = ExitStack()
+                held.enter_context(lock)
+                try:
+                    lock.enter_context(cell.lock("train"))
+                    if open_training_cell(one, cell) is None:
+                        lock.close()  # done: nothing to hold
+                        continue
+                    cell_run = CellRun(one, cell)
+                    state = cell_run.saved_state()
+                except REFUSALS as e:
+                    if len(configs) == 1:
+                        raise
+                    # one refused cell of a packed job does not stop its partners
+                    lock.close()
+                    refused[cell.cell.key] = e
+                    log.error("%s: refused (%s: %s); its partners train", cell.cell.key, type(e).__name__, e)
+                    continue
+                todo.setdefault(0 if state is None else int(state["update"]), []).append((cell_run, lock))
+            for _, group in sorted(todo.items(), reverse=True):
+                locks = ExitStack()
+                for _, lock in group:
+                    locks.push(lock.pop_all())
+                runs.append(cls([c for c, _ in group], num_updates, batch_size, locks))
+        try:
+            yield runs
+        finally:
+            for run in runs:
+                run._stack.close()
+        if refused:
+            raise CellsRefused(refused, len(configs))
 
-    # Context: signals are caught and envs closed for the whole run; the final state is written on the way out
+    # Context: signals are caught and envs closed for the whole run; the final states are written on the way out
 
     def __enter__(self) -> TrainingRun:
         self._stack.enter_context(self._preemption)
+        self._log_to_every_cell()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
         try:
-            if kind is None:
-                self._finish()
-            elif not issubclass(kind, SystemExit):  # SystemExit: the preemption path wrote its state
-                # Ctrl-C, or submitit refusing the requeue after our checkpoint (max_num_timeout
-                # reached): the cell is resumable, not broken.
-                interrupted = issubclass(kind, KeyboardInterrupt) or self.cell.state == INTERRUPTED
-                self.cell.write_status(state=INTERRUPTED if interrupted else FAILED, ended_at=now(),
-                                       error=f"{kind.__name__}: {error}")
+            for c in self.cells:
+                if kind is None:
+                    self._finish(c)
+                elif not issubclass(kind, SystemExit):  # SystemExit: the preemption path wrote its state
+                    # Ctrl-C, or submitit refusing the requeue after our checkpoint (max_num_timeout
+                    # reached): the cell is resumable, not broken.
+                    interrupted = issubclass(kind, KeyboardInterrupt) or c.cell.state == INTERRUPTED
+                    c.cell.write_status(state=INTERRUPTED if interrupted else FAILED, ended_at=now(),
+                                        error=f"{kind.__name__}: {error}")
         finally:
-            if self.log is not None:
-                self.log.close(exit_code=0 if kind is None else 1)
+            for c in self.cells:
+                if c.log is not None:
+                    c.log.close(exit_code=0 if kind is None else 1)
+                    c.log = None
+            for handler in self._log_files:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
             self._stack.close()
+
+    def _log_to_every_cell(self) -> None:
+        """A packed job's log goes to each of its cells' train.log; Hydra writes its first cell's."""
+        root = logging.getLogger()
+        files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+        if not files:
+            return
+        written = {Path(h.baseFilename).resolve() for h in files}
+        for c in self.cells:
+            path = c.cell.train_log
+            if path.resolve() not in written:
+                handler = logging.FileHandler(path)
+                handler.setFormatter(files[0].formatter)
+                handler.setLevel(files[0].level)
+                root.addHandler(handler)
+                self._log_files.append(handler)
+        if len(self.cells) > 1:
+            log.info("packed job: %s trained together", ", ".join(c.key for c in self.cells))
 
     def closing(self, resource: Any) -> Any:
         """`resource` (envs), closed when the run ends, however it ends."""
         self._stack.callback(resource.close)
         return resource
 
-    # Resume
-
-    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-               **facts: Any) -> None:
-        """Load the checkpoint into `model` and `optimizer` if there is one, and start the
-        cell's status and log. `facts` (model_name, game, num_actions) go into every
-        checkpoint, so a trained cell can be opened without its config."""
-        self._saved = {"model": model, "optimizer": optimizer, "facts": facts}
-        if self.cell.has_checkpoint():
-            try:
-                state = checkpoint.load(self.cell.checkpoint, map_location=device)
-            except checkpoint.CheckpointError as e:
-                self.cell.write_status(state=FAILED, failed_at=now(), error=str(e))
-                raise
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            self.start_update, self.global_step = state["update"], state["global_step"]
-            self.games.count = state["games"]
-            self.games.scores.extend(state["game_scores"])
-            self.games.frames.extend(state["game_frames"])
-            checkpoint.set_rng_states(state["rng"])
-            log.info("%s: resuming at update %d/%d (agent step %d)", self.cell.cell.key, self.start_update,
-                     self.num_updates, self.global_step)
-        status = self.cell.status()
-        self.log = TrainLog(self.cfg, self.cell, OmegaConf.to_container(self.cfg, resolve=True),
-                            start_update=self.start_update, start_step=self.global_step,
-                            total_steps=self.num_updates * self.batch_size, wandb_id=status.get("wandb_run_id"))
-        self.cell.write_status(
-            # env i of a (re)start plays on env_seed + i; evaluation keeps clear of these
-            env_reset_seeds=[*status.get("env_reset_seeds", []), self.env_seed],
-            num_envs=int(self.cfg.num_envs),
-            state=RUNNING, started_at=now(), update=self.start_update, num_updates=self.num_updates,
-            global_step=self.global_step, total_timesteps=int(self.cfg.total_timesteps),
-            wandb_run_id=self.log.wandb_id, error=None, **job_info(),
-        )
+    @property
+    def seeds(self) -> list[int]:
+        return [int(c.cfg.seed) for c in self.cells]
 
     @property
-    def env_seed(self) -> int:
-        """The seed the envs start from at this (re)start."""
-        return env_seed(int(self.cfg.seed), self.start_update)
+    def results(self) -> dict[str, dict[str, Any] | None]:
+        return {c.key: c.result for c in self.cells}
+
+    # Resume
+
+    def resume(self, agents: SeedPack, optimizer: torch.optim.Optimizer, device: torch.device, **facts: Any) -> None:
+        """Load the cells' checkpoints into `agents` and `optimizer` if they have them, and
+        start each cell's status and log. `facts` (model_name, game, num_actions) go into
+        every checkpoint, so a trained cell can be opened without its config."""
+        self._saved = {"agents": agents, "optimizer": optimizer, "facts": facts}
+        states = [c.saved_state(device) for c in self.cells]
+        if states[0] is not None:
+            for i, (c, state) in enumerate(zip(self.cells, states)):
+                agents.load_state_dict(i, state["model"])
+                c.start_update, c.global_step = state["update"], state["global_step"]
+                c.games.count = state["games"]
+                c.games.scores.extend(state["game_scores"])
+                c.games.frames.extend(state["game_frames"])
+                agents.generators[i].set_state(checkpoint.policy_rng_state(state["rng"], device))
+                log.info("%s: resuming at update %d/%d (agent step %d)", c.key, c.start_update,
+                         self.num_updates, c.global_step)
+            agents.load_optimizer_state_dicts(optimizer, [state["optimizer"] for state in states])
+            checkpoint.set_rng_states(states[0]["rng"])
+            self.start_update = self.cells[0].start_update
+        for i, c in enumerate(self.cells):
+            c._state = None  # loaded: not kept in memory
+            status = c.cell.status()
+            c.log = TrainLog(c.cfg, c.cell, OmegaConf.to_container(c.cfg, resolve=True),
+                             start_update=c.start_update, start_step=c.global_step,
+                             total_steps=self.num_updates * self.batch_size, wandb_id=status.get("wandb_run_id"),
+                             position=i)
+            c.cell.write_status(
+                # env i of a (re)start plays on env_seed + i; evaluation keeps clear of these
+                env_reset_seeds=[*status.get("env_reset_seeds", []), c.env_seed],
+                num_envs=int(c.cfg.num_envs),
+                state=RUNNING, started_at=now(), update=c.start_update, num_updates=self.num_updates,
+                global_step=c.global_step, total_timesteps=int(c.cfg.total_timesteps),
+                wandb_run_id=c.log.wandb_id, error=None, packed_with=[k.key for k in self.cells if k is not c] or None,
+                **job_info(),
+            )
+
+    @property
+    def global_step(self) -> int:
+        """Agent steps of each cell so far (the cells of a run are at the same update)."""
+        return self.cells[0].global_step
 
     # The updates
 
@@ -175,32 +293,39 @@ class TrainingRun:
         """Update indices from the one after the checkpoint to the last (1-based)."""
         return iter(range(self.start_update + 1, self.num_updates + 1))
 
-    def end_update(self, update: int, row: dict[str, Any]) -> None:
-        """Record the update; checkpoint on the cadence, at the end, or when a signal came
-        (then stop here: the process exits so that the job is requeued)."""
-        self.global_step = int(row["global_step"])
-        assert self.log is not None, "resume() starts the log"
-        self.log.write(row)
+    def end_update(self, update: int, rows: list[dict[str, Any]]) -> None:
+        """Record the update of each cell (rows in the order of `cells`); checkpoint on the
+        cadence, at the end, or when a signal came (then stop here: the process exits so that
+        the job is requeued)."""
+        for c, row in zip(self.cells, rows, strict=True):
+            c.global_step = int(row["global_step"])
+            assert c.log is not None, "resume() starts the log"
+            c.log.write(row)
         stop = self._preemption.requested
         if update % int(self.cfg.checkpoint_every) == 0 or update == self.num_updates or stop:
-            self._save(update)
+            for i in range(len(self.cells)):
+                self._save(i, update)
         if stop:
-            self.cell.write_status(state=INTERRUPTED, interrupted_at=now(), signal=self._preemption.signum)
-            log.warning("%s: checkpointed at update %d; exiting for requeue", self.cell.cell.key, update)
-            self.log.close(exit_code=1)
-            self.log = None
+            for c in self.cells:
+                c.cell.write_status(state=INTERRUPTED, interrupted_at=now(), signal=self._preemption.signum)
+                log.warning("%s: checkpointed at update %d; exiting for requeue", c.key, update)
+                assert c.log is not None
+                c.log.close(exit_code=1)
+                c.log = None
             self._preemption.exit()
 
-    def _save(self, update: int) -> None:
+    def _save(self, i: int, update: int) -> None:
+        c, agents, optimizer = self.cells[i], self._saved["agents"], self._saved["optimizer"]
         checkpoint.save(
-            self.cell.checkpoint, model=self._saved["model"].state_dict(), optimizer=self._saved["optimizer"].state_dict(),
-            update=update, global_step=self.global_step, games=self.games.count,
-            game_scores=list(self.games.scores), game_frames=list(self.games.frames), **self._saved["facts"],
+            c.cell.checkpoint, model=agents.state_dict(i), optimizer=agents.optimizer_state_dict(optimizer, i),
+            policy_rng=agents.generators[i].get_state(),
+            update=update, global_step=c.global_step, games=c.games.count,
+            game_scores=list(c.games.scores), game_frames=list(c.games.frames), **self._saved["facts"],
         )
-        self.cell.write_status(update=update, global_step=self.global_step, checkpoint_update=update, updated_at=now())
+        c.cell.write_status(update=update, global_step=c.global_step, checkpoint_update=update, updated_at=now())
 
-    def _finish(self) -> None:
-        eprewmean = self.games.mean_score
-        self.cell.write_status(state=DONE, finished_at=now(), global_step=self.global_step, eprewmean=eprewmean)
-        log.info("%s: done, %d agent steps, eprewmean %.2f", self.cell.cell.key, self.global_step, eprewmean)
-        self.result = {"eprewmean": eprewmean, "global_step": self.global_step}
+    def _finish(self, c: CellRun) -> None:
+        eprewmean = c.games.mean_score
+        c.cell.write_status(state=DONE, finished_at=now(), global_step=c.global_step, eprewmean=eprewmean)
+        log.info("%s: done, %d agent steps, eprewmean %.2f", c.key, c.global_step, eprewmean)
+        c.result = {"eprewmean": eprewmean, "global_step": c.global_step}
