@@ -112,10 +112,12 @@ def recorded_cells(records: list[dict[str, Any]], study: str) -> dict[Cell, dict
     """The latest training job recorded for each cell of the study."""
     latest: dict[Cell, dict[str, Any]] = {}
     for record in sorted(records, key=lambda r: r.get("submitted", 0)):
-        c = record.get("cell")
-        if record.get("app") != TRAIN_APP or not c or c.get("study") != study:
+        if record.get("app") != TRAIN_APP:
             continue
-        latest[Cell(study, c["game"], c["model"], int(c["seed"]))] = record
+        # a packed job runs several cells (records written before packing name one, as "cell")
+        for c in record.get("cells") or ([record["cell"]] if record.get("cell") else []):
+            if c.get("study") == study:
+                latest[Cell(study, c["game"], c["model"], int(c["seed"]))] = record
     return latest
 
 

@@ -7,7 +7,8 @@ no directory yet (queued, or killed before it started) and to find a job's submi
 
 A line: job_id, app (train / evaluate / ...), executor, submitted_at (ISO) and submitted
 (epoch seconds), overrides (the cell's), sweep_overrides (the sweep's command line, hydra.*
-overrides included), cell ({study, game, model, seed}, or null for an app without cells),
+overrides included), cells (the {study, game, model, seed} it runs: one, several for a packed
+job, none for an app without cells), cell (the first of them, or null),
 stdout, stderr (the job's submitit logs).
 """
 

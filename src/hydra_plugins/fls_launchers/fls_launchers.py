@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 
 from fls import job_records
 from fls.rundir import SweepDir
-from hydra_plugins.fls_sweeper._grid import cells_of
+from hydra_plugins.fls_sweeper._grid import job_cells
 
 log = logging.getLogger(__name__)
 
@@ -142,16 +142,17 @@ class _Launcher(BaseSubmititLauncher):
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         return list(executor.map_array(self, *zip(*job_params)))
 
-    def _cells(self, job_overrides: Sequence[Sequence[str]]) -> List[Optional[Dict[str, Any]]]:
-        """The cell ({study, game, model, seed}) each job trains, or None for an app without cells."""
+    def _cells(self, job_overrides: Sequence[Sequence[str]]) -> List[List[Dict[str, Any]]]:
+        """The cells ({study, game, model, seed}) each job trains: one, several for a packed
+        job, none for an app without cells."""
         assert self.hydra_context is not None and self.config is not None
         loader, config = self.hydra_context.config_loader, self.config
         try:
-            cells = cells_of(job_overrides, lambda overrides: loader.load_sweep_config(config, overrides))
+            cells = job_cells(job_overrides, lambda overrides: loader.load_sweep_config(config, overrides))
         except Exception as e:  # the jobs are submitted: record them without their cells
             log.warning("cannot tell the cells of the jobs (%s: %s); recording them without their cells", type(e).__name__, e)
-            return [None] * len(job_overrides)
-        return [asdict(cell) if cell is not None else None for cell in cells]
+            return [[] for _ in job_overrides]
+        return [[asdict(cell) for cell in job] for job in cells]
 
     def _record(self, jobs: List[Any], job_overrides: Sequence[Sequence[str]], submitted: float) -> None:
         assert self.config is not None
@@ -170,11 +171,12 @@ class _Launcher(BaseSubmititLauncher):
                     "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(submitted)),
                     "overrides": list(overrides),
                     "sweep_overrides": sweep_overrides,
-                    "cell": cell,
+                    "cell": cells[0] if cells else None,
+                    "cells": cells,
                     "stdout": str(job.paths.stdout),
                     "stderr": str(job.paths.stderr),
                 }
-                for job, overrides, cell in zip(jobs, job_overrides, self._cells(job_overrides))
+                for job, overrides, cells in zip(jobs, job_overrides, self._cells(job_overrides))
             ),
         )
 

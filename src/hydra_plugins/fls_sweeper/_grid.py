@@ -19,6 +19,7 @@ from hydra.errors import CompactHydraException
 from fls.rundir import Cell, cell_from_config
 
 INT = re.compile(r"^[+-]?\d+$")
+PACK_SEEDS = "pack.seeds="
 RANGE = re.compile(r"^([+-]?\d+)-([+-]?\d+)$")
 
 
@@ -94,3 +95,56 @@ def cells_of(overrides: Sequence[Sequence[str]], compose: Callable[[List[str]], 
             cell = Cell(cell.study, cell.game, cell.model, int(seed))
         cells.append(cell)
     return cells
+
+
+def pack_seeds(cells: Sequence[Sequence[str]]) -> List[List[str]]:
+    """The jobs of a sweep under pack=seeds: the cells whose overrides differ only in `seed=`
+    become one job, `seed=<first> pack.seeds=[<all>]`, in the order of their first cell; a
+    cell with no partner stays a job of its own. fls.seed_pack trains each as it would alone."""
+    jobs: List[Tuple[List[str], List[str]]] = []  # (overrides but seed, seeds)
+    where: Dict[Tuple[str, ...], int] = {}
+    for one in cells:
+        seeds = [o.split("=", 1)[1] for o in one if o.startswith("seed=")]
+        rest = [o for o in one if not o.startswith("seed=")]
+        if len(seeds) != 1:  # no seed override: nothing to pack it with
+            jobs.append((list(one), []))
+        elif tuple(rest) in where:
+            jobs[where[tuple(rest)]][1].append(seeds[0])
+        else:
+            where[tuple(rest)] = len(jobs)
+            jobs.append((rest, seeds))
+    packed = []
+    for rest, seeds in jobs:
+        if len(seeds) > 1:
+            rest = [*rest, f"{PACK_SEEDS}[{','.join(seeds)}]"]
+        packed.append([*rest, f"seed={seeds[0]}"] if seeds else rest)
+    return packed
+
+
+def packed_seeds(job: Sequence[str]) -> Optional[List[str]]:
+    """The seeds of a packed job's overrides (pack_seeds), or None for a job of one cell."""
+    for o in job:
+        if o.startswith(PACK_SEEDS):
+            return [s.strip() for s in o[len(PACK_SEEDS):].strip("[]").split(",") if s.strip()]
+    return None
+
+
+def job_cells(jobs: Sequence[Sequence[str]], compose: Callable[[List[str]], Any]) -> List[List[Cell]]:
+    """The cells each job runs (several for a packed job, none for an app without cells)."""
+    expanded: List[List[str]] = []
+    owners: List[int] = []
+    for j, job in enumerate(jobs):
+        seeds = packed_seeds(job)
+        if seeds is None:
+            expanded.append(list(job))
+            owners.append(j)
+            continue
+        rest = [o for o in job if not o.startswith("seed=")]
+        for seed in seeds:
+            expanded.append([*rest, f"seed={seed}"])
+            owners.append(j)
+    out: List[List[Cell]] = [[] for _ in jobs]
+    for j, cell in zip(owners, cells_of(expanded, compose)):
+        if cell is not None:
+            out[j].append(cell)
+    return out

@@ -9,6 +9,8 @@
   bad input fails with one line and writes nothing.
 - A failed cell never stops the others: every batch runs to the end, then the sweep
   reports the failed cells in one summary and exits non-zero.
+- `pack=seeds`: the cells that differ only in seed are one job (`pack.seeds=[...]`,
+  _grid.pack_seeds), trained or evaluated together in one process (fls.seed_pack).
 """
 
 
@@ -24,7 +26,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
 from fls.rundir import SweepDir
-from hydra_plugins.fls_sweeper._grid import SweepError, cell_overrides
+from hydra_plugins.fls_sweeper._grid import SweepError, cell_overrides, pack_seeds, packed_seeds
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ class FlsSweeper(BasicSweeper):
 
         cells = cell_overrides(self._parse_config() + list(arguments), self.range_keys,
                                self.hydra_context.config_loader)
+        if OmegaConf.select(self.config, "pack.by") == "seeds":
+            cells = pack_seeds(cells)
         self.overrides = list(self.split_overrides_to_chunks(cells, self.max_batch_size))
 
         # Check every batch before launching any, so a bad value anywhere writes nothing.
@@ -123,14 +127,20 @@ class FlsSweeper(BasicSweeper):
             returns.append(results)
 
         if failed:
-            total = sum(len(b) for b in self.overrides)
+            def cells(job: Sequence[str]) -> int:  # a packed job runs several
+                return len(packed_seeds(job) or [None])
+
+            total = sum(cells(job) for b in self.overrides for job in b)
             lines = [
                 f"  {' '.join(r.overrides or [])}: {type(r._return_value).__name__}: {r._return_value}"
                 for r in failed
             ]
-            log.error("%d of %d cells failed:\n%s", len(failed), total, "\n".join(lines))
+            # a packed job names its refused cells (CellsRefused); a dead one lost them all
+            n_failed = sum(len(getattr(r._return_value, "cells", None) or [None] * cells(r.overrides or []))
+                           for r in failed)
+            log.error("%d of %d cells failed:\n%s", n_failed, total, "\n".join(lines))
             raise CellsFailed(
-                f"{len(failed)} of {total} cells failed (the others finished); "
+                f"{n_failed} of {total} cells failed (the others finished); "
                 f"see each cell's train.log, or `make sweep-status`"
             )
         return returns
