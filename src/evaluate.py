@@ -2,6 +2,7 @@
 
     python src/evaluate.py -m experiment=demo                          every cell of the demo
     python src/evaluate.py -m game=breakout,seaquest model=sparse_fls seed=0-4
+    python src/evaluate.py -m game=breakout model=sparse_fls seed=0-4 pack=seeds   one job, one env
     python src/evaluate.py -m study=paper game=breakout eval.game=breakout_infinite   Table 5
     python src/evaluate.py study=demo model=sparse_fls seed=1 video=true    MP4 + contact sheet
 
@@ -20,24 +21,29 @@ from fls.cell_lifecycle import refuse
 from fls.checkpoint import CheckpointError
 from fls.cli import check_command_line
 from fls.errors import ConfigError
-from fls.evaluation import check_eval_config, evaluate_cell
+from fls.config import cell_configs
+from fls.evaluation import check_eval_config, evaluate_cells
 from fls.rundir import CellBusy, CellDamaged, cell_from_config
 
 log = logging.getLogger("evaluate")
 
 
 def evaluate(cfg: DictConfig):
+    """Evaluate (or film) the cell `cfg` names, or under pack=seeds the cells of pack.seeds
+    together (one vector env, one forward per step)."""
     check_eval_config(cfg)
-    cell = zoo.select(cfg) or cell_from_config(cfg)
+    cfgs = cell_configs(cfg)
+    cells = [zoo.select(one) or cell_from_config(one) for one in cfgs]
     if cfg.video:
         from fls.video import record_cell_video
 
-        result = record_cell_video(cfg, cell)
+        results = [record_cell_video(one, cell) for one, cell in zip(cfgs, cells)]
     else:
-        result = evaluate_cell(cfg, cell)
-    if result is None:  # nothing to evaluate: leave no empty directory behind
-        cell.remove_if_empty()
-    return result
+        results = evaluate_cells(cfgs, cells)
+    for cell, result in zip(cells, results):
+        if result is None:  # nothing to evaluate: leave no empty directory behind
+            cell.remove_if_empty()
+    return results[0] if len(cells) == 1 else {cell.cell.key: r for cell, r in zip(cells, results)}
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")

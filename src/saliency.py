@@ -19,6 +19,7 @@ from fls import zoo
 from fls.cell_lifecycle import refuse
 from fls.checkpoint import CheckpointError
 from fls.cli import check_command_line
+from fls.config import cell_configs
 from fls.errors import ConfigError
 from fls.rundir import CellBusy, CellDamaged, cell_from_config
 from fls.saliency.atari_head import AtariHeadError
@@ -29,17 +30,21 @@ log = logging.getLogger("saliency_metrics")
 
 @hydra.main(config_path="../conf", config_name="saliency", version_base="1.3")
 def main(cfg: DictConfig):
-    cell = None
+    """Score the cell `cfg` names; under pack=seeds, the cells of pack.seeds one after another
+    (scoring has no rollout to share)."""
+    results = {}
     try:
-        cell = zoo.select(cfg) or cell_from_config(cfg)
-        trials = score_cell(cfg, cell)
+        cfgs = cell_configs(cfg)
+        for one in cfgs:
+            cell = zoo.select(one) or cell_from_config(one)
+            trials = score_cell(one, cell)
+            if trials is None:  # nothing to score: leave no empty directory behind
+                cell.remove_if_empty()
+            results[cell.cell.key] = None if trials is None else trials.to_dict("records")
     except (ConfigError, CheckpointError, AtariHeadError, CellBusy, CellDamaged) as e:
         refuse(cfg, e)
         return None
-    if trials is None:  # nothing to score: leave no empty directory behind
-        cell.remove_if_empty()
-        return None
-    return trials.to_dict("records")
+    return next(iter(results.values())) if len(cfgs) == 1 else results
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ count, so no game is counted twice, and none is cut short by the end of the eval
 the evaluation ends when every env has finished its last counted game. Long games are
 never traded for short ones, which a "first N games to finish" rule would do.
 
+With pack=seeds, the cells of several seeds play in one vector env with one forward per step
+(evaluate_cells); each cell's games are the ones it plays alone.
+
 Results go to the cell's `eval/<eval_game>/`: games.parquet (one row per game) and
 summary.json, both written only when the evaluation is complete.
 """
@@ -18,6 +21,8 @@ import json
 import logging
 import sys
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -26,11 +31,12 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.config import as_int, changes, check_seed, load_group, resolve_device
+from fls.config import as_int, changes, load_group, pack_seeds, resolve_device
 from fls.errors import ConfigError
 from fls.envs import AtariVec, check_env_config, make_vec_env, resolve_backend
 from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text
 from fls.saliency import posthoc
+from fls.seed_pack import SeedPack
 from fls.trained_cell import TrainedCell, open_trained_cell
 
 log = logging.getLogger(__name__)
@@ -71,7 +77,7 @@ def eval_seed(cfg: DictConfig) -> int:
 
 
 def check_eval_config(cfg: DictConfig) -> None:
-    check_seed(cfg.seed)
+    seeds = pack_seeds(cfg)
     resolve_device(cfg.device)
     for key in ("games", "num_envs", "seed_offset"):
         if as_int(f"eval.{key}", cfg.eval[key]) <= 0:
@@ -80,7 +86,7 @@ def check_eval_config(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.max_frames={cfg.eval.max_frames}: must be a positive number of frames")
     game = eval_game(cfg)
     check_env_config(cfg.env, game)
-    if eval_seed(cfg) + int(cfg.eval.num_envs) >= 2**31:
+    if int(cfg.eval.seed_offset) + 1000 * max(seeds) + int(cfg.eval.num_envs) >= 2**31:
         raise ConfigError(f"eval.seed_offset={cfg.eval.seed_offset}: seeds must stay below 2**31")
     if cfg.eval.video.map not in posthoc.MAPS:
         raise ConfigError(f"eval.video.map={cfg.eval.video.map}: expected one of {', '.join(posthoc.MAPS)}")
@@ -99,18 +105,11 @@ def shares(games: int, num_envs: int) -> np.ndarray:
     return base
 
 
-def policy(trained: TrainedCell, greedy: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-    """Observations (numpy, uint8) -> actions (numpy): the trained model's `act` on its device."""
-    def act(obs: np.ndarray) -> np.ndarray:
-        return trained.model.act(torch.from_numpy(obs).to(trained.device), greedy=greedy).cpu().numpy()
-    return act
-
-
 def play_games(
     envs: AtariVec,
     act: Callable[[np.ndarray], np.ndarray],
     per_env: np.ndarray,
-    seed: int,
+    seed: int | np.ndarray,
     on_game: Callable[[], None] | None = None,
 ) -> pd.DataFrame:
     """Play until env i has finished per_env[i] games; one row per counted game."""
@@ -150,16 +149,50 @@ def summarize(games: pd.DataFrame) -> dict[str, Any]:
 
 def evaluate_cell(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
     """Score one cell per docs/protocol.md#evaluation; returns its summary (None when skipped)."""
-    game = eval_game(cfg)
-    summary_path, games_path = cell.eval_summary(game.name), cell.eval_games(game.name)
-    trained = open_trained_cell(cfg, cell)
-    if trained is None:
-        return None
-    with cell.lock(f"eval-{game.name}"):
-        return _evaluate(cfg, cell, game, trained)
+    return evaluate_cells([cfg], [cell])[0]
 
 
-def _evaluate(cfg: DictConfig, cell: CellDir, game: DictConfig, trained: TrainedCell) -> dict[str, Any]:
+def evaluate_cells(cfgs: list[DictConfig], cells: list[CellDir]) -> list[dict[str, Any] | None]:
+    """Score cells that differ only in seed (a packed job, pack=seeds) in one vector env with
+    one forward per step: every game of each cell is the game it plays evaluated alone (its
+    envs, seeds and sampling stream are its own). Returns each cell's summary (None: skipped)."""
+    game = eval_game(cfgs[0])
+    summaries: list[dict[str, Any] | None] = [None] * len(cells)
+    plans: list[EvalPlan] = []
+    with ExitStack() as locks:
+        for i, (cfg, cell) in enumerate(zip(cfgs, cells)):
+            trained = open_trained_cell(cfg, cell)
+            if trained is None:
+                continue
+            locks.enter_context(cell.lock(f"eval-{game.name}"))
+            plan = plan_evaluation(cfg, cell, game, trained)
+            if isinstance(plan, dict):
+                summaries[i] = plan  # done already
+            else:
+                plan.index = i
+                plans.append(plan)
+        if plans:
+            for plan, summary in zip(plans, play_evaluations(plans, game)):
+                summaries[plan.index] = summary
+    return summaries
+
+
+@dataclass
+class EvalPlan:
+    """One cell's evaluation still to play: its model, settings, envs' shares and seed."""
+
+    cfg: DictConfig
+    cell: CellDir
+    trained: TrainedCell
+    settings: dict[str, Any]
+    per_env: np.ndarray
+    seed: int
+    previous: dict[str, Any] | None
+    index: int = 0
+
+
+def plan_evaluation(cfg: DictConfig, cell: CellDir, game: DictConfig, trained: TrainedCell) -> EvalPlan | dict[str, Any]:
+    """What is left to do for the cell: its finished summary (skip), or its EvalPlan."""
     summary_path, games_path = cell.eval_summary(game.name), cell.eval_games(game.name)
     limit = max_frames(cfg, game)
     settings = {
@@ -189,25 +222,50 @@ def _evaluate(cfg: DictConfig, cell: CellDir, game: DictConfig, trained: Trained
     used = {s + i for s in training_seeds for i in range(train_envs)}
     if used & set(range(seed, seed + len(per_env))):
         raise ConfigError(f"eval.seed_offset={cfg.eval.seed_offset}: evaluation seeds overlap the cell's training seeds")
-
     log.info("%s: %d games on %s (%d envs, frame limit %d, seed %d)", cell.cell.key, per_env.sum(),
              game.name, len(per_env), limit, seed)
-    torch.manual_seed(seed)
+    return EvalPlan(cfg, cell, trained, settings, per_env, seed, previous)
+
+
+def play_evaluations(plans: list[EvalPlan], game: DictConfig) -> list[dict[str, Any]]:
+    """Play every plan's games in one vector env (cell after cell), write each cell's results."""
+    cfg, k, n = plans[0].cfg, len(plans), len(plans[0].per_env)
+    device = plans[0].trained.device
+    # Each cell samples from its own generator, seeded as a lone evaluation seeds torch
+    pack = SeedPack([p.trained.model for p in plans], [torch.Generator(device=device).manual_seed(p.seed) for p in plans])
+    greedy = not cfg.eval.sample
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        frames = torch.from_numpy(obs).to(device).reshape(k, n, *obs.shape[1:])
+        return pack.act(frames, greedy=greedy).flatten().cpu().numpy()
+
+    per_env = np.concatenate([p.per_env for p in plans])
+    seeds = np.concatenate([p.seed + np.arange(n) for p in plans])
+    name = plans[0].cell.cell.key if k == 1 else f"{k} cells"
     start = time.perf_counter()
-    with make_vec_env(game, cfg.env, len(per_env), max_episode_frames=limit) as envs, tqdm(
-        total=int(per_env.sum()), unit="game", desc=f"{cell.cell.key} on {game.name}",
+    with make_vec_env(game, cfg.env, k * n, max_episode_frames=plans[0].settings["max_frames"]) as envs, tqdm(
+        total=int(per_env.sum()), unit="game", desc=f"{name} on {game.name}",
         disable=not sys.stderr.isatty(), dynamic_ncols=True,
     ) as bar:
-        games = play_games(envs, policy(trained, greedy=not cfg.eval.sample), per_env, seed, on_game=lambda: bar.update(1))
+        games = play_games(envs, act, per_env, seeds, on_game=lambda: bar.update(1))
+    seconds = time.perf_counter() - start
 
-    summary = {**summarize(games), "seconds": time.perf_counter() - start, "settings": settings,
-               "cell": cell.cell.key, "checkpoint_update": trained.update}
-    if previous is not None and not cfg.eval.overwrite:
-        keep_previous(cell, game.name)
-    write_results(cell, game.name, games, summary)
-    log.info("%s on %s: %.1f +/- %.1f over %d games (%d truncated)", cell.cell.key, game.name,
-             summary["mean"], summary["std"], summary["n"], summary["truncated"])
-    return summary
+    summaries = []
+    for i, plan in enumerate(plans):
+        mine = games[games["env"] // n == i].copy()
+        mine["env"] = (mine["env"] - i * n).astype("int32")
+        mine = mine.reset_index(drop=True)
+        summary = {**summarize(mine), "seconds": seconds, "settings": plan.settings,
+                   "cell": plan.cell.cell.key, "checkpoint_update": plan.trained.update}
+        if k > 1:
+            summary["packed_with"] = [p.cell.cell.key for p in plans if p is not plan]
+        if plan.previous is not None and not plan.cfg.eval.overwrite:
+            keep_previous(plan.cell, game.name)
+        write_results(plan.cell, game.name, mine, summary)
+        log.info("%s on %s: %.1f +/- %.1f over %d games (%d truncated)", plan.cell.cell.key, game.name,
+                 summary["mean"], summary["std"], summary["n"], summary["truncated"])
+        summaries.append(summary)
+    return summaries
 
 
 def keep_previous(cell: CellDir, eval_game: str) -> None:

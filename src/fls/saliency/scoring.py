@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from fls.saliency.atari_head import GAMES, NOT_RECORDED, AtariHead, AtariHeadError, Trial, TrialInfo
-from fls.config import as_int, changes, check_seed, resolve_device
+from fls.config import as_int, changes, pack_seeds, resolve_device
 from fls.errors import ConfigError
 from fls.trained_cell import TrainedCell, open_trained_cell
 from fls.saliency import posthoc
@@ -93,7 +93,7 @@ def open_dataset(cfg: DictConfig) -> AtariHead:
 
 def check_saliency_config(cfg: DictConfig) -> None:
     """Every reason src/saliency.py could not score a cell, as one ConfigError."""
-    check_seed(cfg.seed)
+    pack_seeds(cfg)
     resolve_device(cfg.device)
     atari_head_game(cfg.game.name)
     ah = cfg.saliency
