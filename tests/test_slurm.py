@@ -112,11 +112,14 @@ def test_the_users_sweep_runs_as_a_job_array_and_every_cell_finishes(tmp_path, s
     ]
     statuses = [c.status() for c in cells]
     assert all((s["state"], s["global_step"]) == ("done", 1024) for s in statuses)
-    # one array, one task per cell
+    # one array, one task per (game, model): the SLURM profile packs the five seeds (pack=seeds)
     assert len({s["slurm_array_job_id"] for s in statuses}) == 1
-    assert sorted(int(s["slurm_array_task_id"]) for s in statuses) == list(range(10))
+    tasks = {(c.cell.game, c.cell.seed): int(s["slurm_array_task_id"]) for c, s in zip(cells, statuses)}
+    assert {tasks[("breakout", s)] for s in range(5)} == {0} and {tasks[("seaquest", s)] for s in range(5)} == {1}
+    assert statuses[0]["packed_with"] == [f"breakout/sparse_fls/seed_{s}" for s in range(1, 5)]
     records = job_records.read(RunLayout(tmp_path).jobs_file("default"))
-    assert sorted(r["job_id"] for r in records) == sorted(f"{s['slurm_array_job_id']}_{s['slurm_array_task_id']}" for s in statuses)
+    assert sorted(r["job_id"] for r in records) == sorted({f"{s['slurm_array_job_id']}_{s['slurm_array_task_id']}" for s in statuses})
+    assert [[c["seed"] for c in r["cells"]] for r in records] == [list(range(5))] * 2
     # submitit's result file is written before the task's epilogue ends, so SLURM may still
     # show the last tasks RUNNING or COMPLETING for a moment after the sweep returns.
     def settled():
@@ -126,14 +129,16 @@ def test_the_users_sweep_runs_as_a_job_array_and_every_cell_finishes(tmp_path, s
 
     assert sweep_status.main(["--study", "default", "--run-root", str(tmp_path)]) == 0
     assert "default: 10 cells: 10 done" in capsys.readouterr().out
+    # every cell has its own log of the job
+    assert all("packed job: breakout/sparse_fls/seed_0" in c.train_log.read_text() for c in cells[:5])
 
     # Overhead per job: from submission to the trainer's first update (status `started_at`,
     # written just before the training loop).
-    submitted = {(r["cell"]["game"], r["cell"]["seed"]): r["submitted"] for r in records}
+    submitted = {(c["game"], c["seed"]): r["submitted"] for r in records for c in r["cells"]}
     waits = sorted(epoch(s["started_at"]) - submitted[(c.cell.game, c.cell.seed)] for c, s in zip(cells, statuses))
     with capsys.disabled():
         print(f"\nsubmission to first training step: first cells {waits[0]:.0f}-{waits[1]:.0f} s, "
-              f"median {statistics.median(waits):.0f} s, last {waits[-1]:.0f} s (2 cells at a time)")
+              f"median {statistics.median(waits):.0f} s, last {waits[-1]:.0f} s (2 jobs of 5 cells at a time)")
 
 
 def test_a_signalled_job_is_requeued_and_resumes_at_the_same_update(tmp_path, slurm_env, start_sweep):
@@ -178,7 +183,8 @@ def test_a_failing_cell_and_a_killed_job_fail_alone(tmp_path, slurm_env, start_s
     broken.write_status(state="interrupted")
     broken.checkpoint.write_bytes(b"not a checkpoint")
 
-    proc = start_sweep(*SMALL, "seed=0-3", "total_timesteps=1024",
+    # pack=none: a job per cell, so one killed job is one lost cell
+    proc = start_sweep(*SMALL, "seed=0-3", "total_timesteps=1024", "pack=none",
                        "hydra.launcher.array_parallelism=2")
     jobs_file = layout.jobs_file("default")
     records = wait_until(lambda: len(job_records.read(jobs_file)) == 4 and job_records.read(jobs_file), 120, "the submission")
@@ -206,3 +212,4 @@ def test_a_failing_cell_and_a_killed_job_fail_alone(tmp_path, slurm_env, start_s
     assert "--- breakout/nature_cnn/seed_3: failed (its job left the queue without running" in res.stdout
     rerun = res.stdout.split("rerun the failed and missing cells with:\n")[1].split()
     assert "seed=1,3" in rerun and "launcher=slurm_local" in rerun and "model=nature_cnn" in rerun
+    assert "pack=none" in rerun
