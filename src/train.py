@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from fls import checkpoint
 from fls.cell_lifecycle import refuse
 from fls.cli import check_command_line
-from fls.config import cell_configs, check_train_config, resolve_device
+from fls.config import cell_configs, check_train_config, pack_batching, resolve_device
 from fls.errors import CellsRefused, ConfigError
 from fls.envs import make_vec_env
 from fls.models import autocast_context
@@ -67,7 +67,7 @@ def ppo(cfg: DictConfig, run: TrainingRun, num_updates: int) -> None:
     speed = cfg.speed
     envs = run.closing(make_vec_env(cfg.game, cfg.env, k * num_envs, groups=int(speed.env_groups), cells=k))
     layout = PackLayout(k, num_envs, envs.groups)
-    agents = SeedPack.build(cfg.model.name, envs.num_actions, run.seeds, device,
+    agents = SeedPack.build(cfg.model.name, envs.num_actions, run.seeds, device, batching=pack_batching(cfg),
                             channels_last=speed.channels_last, compile=speed.compile)
     autocast = partial(autocast_context, device, bool(speed.bf16))
     fused = bool(speed.fused_adam) and device.type == "cuda"

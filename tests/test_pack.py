@@ -3,6 +3,7 @@ each as it would alone, each with everything a lone cell has."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 
@@ -15,6 +16,7 @@ from fls.rundir import RunLayout
 from fls.seed_pack import PackLayout, SeedPack
 
 from conftest import PYTHON, REPO
+from wandb_offline import find_runs, read_run
 from test_train import STEPS_PER_UPDATE, cell, metric_rows, run, train_cmd, wait_for_rows
 
 LOSSES = ["losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/old_approx_kl",
@@ -25,13 +27,14 @@ def weights(path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
-def test_a_packed_cell_learns_what_it_learns_alone(tmp_path):
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_a_packed_cell_learns_what_it_learns_alone(tmp_path, batching):
     """Same first update (losses, approx_kl, clipfrac) and the same weights after it: the
     same actions were sampled and the same minibatches drawn, from the seed's own stream."""
     alone, packed = tmp_path / "alone", tmp_path / "packed"
     res = run(alone, "seed=2", f"total_timesteps={STEPS_PER_UPDATE}")
     assert res.returncode == 0, res.stderr[-2000:]
-    res = run(packed, "pack=seeds", "pack.seeds=[7,2]", f"total_timesteps={STEPS_PER_UPDATE}")
+    res = run(packed, "pack=seeds", "pack.seeds=[7,2]", f"pack.batching={batching}", f"total_timesteps={STEPS_PER_UPDATE}")
     assert res.returncode == 0, res.stderr[-2000:]
 
     [one] = metric_rows(cell(alone, 2).metrics)
@@ -49,13 +52,21 @@ def test_a_packed_cell_learns_what_it_learns_alone(tmp_path):
     assert cell(packed, 2).status()["packed_with"] == ["breakout/nature_cnn/seed_7"]
 
 
-def test_pack_forward_sampling_and_clip_are_each_seeds_own():
-    """vmap over stacked parameters = each model alone; per-seed generators = each seed's
-    lone draws; the gradient-norm clip is one norm per seed."""
+def seed_grads(pack: SeedPack, s: int) -> list[torch.Tensor]:
+    if pack.batching == "loop":
+        return [p.grad for p in pack.models[s].parameters() if p.grad is not None]
+    return [p.grad[s] for p in pack.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_pack_forward_sampling_and_clip_are_each_seeds_own(batching):
+    """The pack's forward = each model alone; per-seed generators = each seed's lone draws;
+    the gradient-norm clip is one norm per seed."""
     torch.manual_seed(0)
     obs = torch.randint(0, 256, (2, 6, 4, 84, 84), dtype=torch.uint8)
     for name in ("sparse_fls", "rs_ppo"):
-        pack = SeedPack.build(name, 4, [3, 8], torch.device("cpu"))
+        pack = SeedPack.build(name, 4, [3, 8], torch.device("cpu"), batching=batching)
+        assert pack.batching == batching
         alone = [SeedPack.build(name, 4, [s], torch.device("cpu")) for s in (3, 8)]
         actions, _, _, values = pack.get_action_and_value(obs)
         for s in range(2):
@@ -63,16 +74,49 @@ def test_pack_forward_sampling_and_clip_are_each_seeds_own():
             assert torch.equal(actions[s], a[0])
             torch.testing.assert_close(values[s], v[0], rtol=1e-5, atol=1e-6)
 
-        # Seed 0's loss 1000x seed 1's: a norm across the stack would clip seed 1 as well.
+        # Seed 0's loss 1000x seed 1's: a norm across the pack would clip seed 1 as well.
         logits, values = pack(obs)
         (1000 * values[0].sum() + values[1].sum()).backward()
-        grads = [p.grad for p in pack.parameters() if p.grad is not None]  # the policy layer has none
-        raw = [torch.cat([g[s].flatten() for g in grads]).norm() for s in range(2)]
+        raw = [torch.cat([g.flatten() for g in seed_grads(pack, s)]).norm() for s in range(2)]
         norms = pack.clip_grad_norm_(0.5)
         torch.testing.assert_close(norms, torch.stack(raw), rtol=1e-4, atol=0)
-        after = [torch.cat([g[s].flatten() for g in grads]).norm() for s in range(2)]
         for s in range(2):
-            assert float(after[s]) == pytest.approx(min(0.5, float(raw[s])), rel=1e-4)
+            after = torch.cat([g.flatten() for g in seed_grads(pack, s)]).norm()
+            assert float(after) == pytest.approx(min(0.5, float(raw[s])), rel=1e-4)
+
+
+def test_a_seeds_checkpoint_is_the_same_under_either_batching():
+    """Seed i's model and Adam state, saved by a loop pack after a step, load into a vmap pack
+    (and back) unchanged, in the lone run's format: a job may switch batching on resume."""
+    obs = torch.randint(0, 256, (3, 4, 4, 84, 84), dtype=torch.uint8)
+    loop = SeedPack.build("nature_cnn", 4, [1, 2, 3], torch.device("cpu"), batching="loop")
+    opt = torch.optim.Adam(loop.parameters(), lr=1e-3, eps=1e-5)
+    loop(obs)[1].sum().backward()
+    opt.step()
+    models = [loop.state_dict(i) for i in range(3)]
+    states = [loop.optimizer_state_dict(opt, i) for i in range(3)]
+    lone = torch.optim.Adam(build_model("nature_cnn", 4).parameters()).state_dict()
+    assert states[1]["param_groups"][0]["params"] == lone["param_groups"][0]["params"]
+
+    vmap = SeedPack.build("nature_cnn", 4, [7, 8, 9], torch.device("cpu"), batching="vmap")
+    vopt = torch.optim.Adam(vmap.parameters(), lr=1e-3, eps=1e-5)
+    for i in range(3):
+        vmap.load_state_dict(i, models[i])
+    vmap.load_optimizer_state_dicts(vopt, states)
+    again = SeedPack.build("nature_cnn", 4, [4, 5, 6], torch.device("cpu"), batching="loop")
+    aopt = torch.optim.Adam(again.parameters(), lr=1e-3, eps=1e-5)
+    again.load_optimizer_state_dicts(aopt, [vmap.optimizer_state_dict(vopt, i) for i in range(3)])
+    for i in range(3):
+        for name, t in vmap.state_dict(i).items():
+            assert torch.equal(t, models[i][name]), name
+        back = again.optimizer_state_dict(aopt, i)
+        assert back["state"].keys() == states[i]["state"].keys()
+        for pid, per_param in states[i]["state"].items():
+            for key, value in per_param.items():
+                assert torch.equal(back["state"][pid][key], value), (pid, key)
+    with pytest.raises(ValueError, match="not at the same update"):
+        opt.step()  # seed 0 one step ahead of the others
+        again.load_optimizer_state_dicts(aopt, [loop.optimizer_state_dict(opt, 0), *states[1:]])
 
 
 def test_pack_layout_keeps_each_cells_envs_and_seeds():
@@ -168,6 +212,7 @@ def test_bad_pack_input_is_one_line(tmp_path):
         (["pack.seeds=[1,2]"], "pack.seeds=[1, 2]: a job trains several seeds only with pack=seeds"),
         (["pack=seeds", "pack.seeds=[1,1]"], "a seed appears twice"),
         (["pack=seeds", "pack.seeds=3"], "pack.seeds=3: expected a list of seeds"),
+        (["pack=seeds", "pack.seeds=[1,2]", "pack.batching=grouped"], "pack.batching=grouped: expected one of auto, vmap, loop"),
     ]:
         res = run(tmp_path, *overrides)
         assert res.returncode == 2
@@ -179,7 +224,7 @@ def test_every_model_packs():
     obs = torch.randint(0, 256, (2, 3, 4, 84, 84), dtype=torch.uint8)
     from fls.models.registry import MODELS
     for name in MODELS:
-        pack = SeedPack.build(name, 6, [0, 1], torch.device("cpu"))
+        pack = SeedPack.build(name, 6, [0, 1], torch.device("cpu"), batching="vmap")
         logits, values = pack(obs)
         torch.manual_seed(1)
         lone = build_model(name, 6)
@@ -187,3 +232,20 @@ def test_every_model_packs():
         ref_logits, ref_values = lone(obs[1])
         torch.testing.assert_close(logits[1], ref_logits, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(values[1], ref_values, rtol=1e-4, atol=1e-5)
+
+
+def test_each_packed_cell_has_its_own_wandb_run(tmp_path):
+    env = dict(os.environ, WANDB_MODE="offline")
+    res = subprocess.run(train_cmd(tmp_path, "pack=seeds", "pack.seeds=[1,2]", f"total_timesteps={2 * STEPS_PER_UPDATE}",
+                                   "logger=wandb"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    runs = {}
+    for s in (1, 2):
+        [log] = find_runs(cell(tmp_path, s).wandb_dir)
+        runs[s] = read_run(log)
+        assert runs[s].id == cell(tmp_path, s).status()["wandb_run_id"]
+        assert runs[s].name == f"breakout/nature_cnn/seed_{s}"
+        losses = [row["losses/value_loss"] for row in runs[s].history if "losses/value_loss" in row]
+        assert losses == pytest.approx([float(r["losses/value_loss"]) for r in metric_rows(cell(tmp_path, s).metrics)],
+                                       rel=1e-5)
+    assert runs[1].id != runs[2].id

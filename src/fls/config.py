@@ -21,6 +21,7 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 DEVICES = ("auto", "cpu", "cuda")
 PACK_BY = ("none", "seeds")
+PACK_BATCHING = ("auto", "vmap", "loop")  # fls.seed_pack
 # Seeds of torch, numpy (< 2**32) and the envs (seed + i, and resumed runs' seeds, < 2**31)
 SEED_LIMIT = 2**30
 # docs/protocol.md#ppo: what each PPO key accepts
@@ -171,6 +172,16 @@ def pack_seeds(cfg: Any) -> list[int]:
     return chosen
 
 
+def pack_batching(cfg: Any) -> str:
+    """How a packed job's models run (pack.batching, fls.seed_pack): auto, vmap or loop.
+    Raises ConfigError."""
+    batching = (cfg.get("pack") or {}).get("batching", "auto")
+    if batching not in PACK_BATCHING:
+        raise ConfigError(f"pack.batching={batching}: expected one of {', '.join(PACK_BATCHING)} "
+                          "(vmap: stacked parameters, for GPUs; loop: one model after another, for CPUs)")
+    return batching
+
+
 def cell_configs(cfg: Any) -> list[Any]:
     """The config of each cell one job runs: `cfg` itself, or one copy per seed of pack.seeds."""
     seeds = pack_seeds(cfg)
@@ -187,6 +198,7 @@ def cell_configs(cfg: Any) -> list[Any]:
 def check_train_config(cfg: Any) -> None:
     """Every reason a training cell could not start, as one ConfigError."""
     pack_seeds(cfg)
+    pack_batching(cfg)
     steps = as_int("total_timesteps", cfg.total_timesteps)
     if steps <= 0:
         raise ConfigError(f"total_timesteps={cfg.total_timesteps}: must be a positive number of agent steps")

@@ -31,12 +31,12 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.config import as_int, changes, load_group, pack_seeds, resolve_device
+from fls.config import as_int, changes, load_group, pack_batching, pack_seeds, resolve_device
 from fls.errors import ConfigError
 from fls.envs import AtariVec, check_env_config, make_vec_env, resolve_backend
 from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text
 from fls.saliency import posthoc
-from fls.seed_pack import SeedPack
+from fls.seed_pack import SeedPack, resolve_batching
 from fls.trained_cell import TrainedCell, open_trained_cell
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def eval_seed(cfg: DictConfig) -> int:
 
 def check_eval_config(cfg: DictConfig) -> None:
     seeds = pack_seeds(cfg)
+    pack_batching(cfg)
     resolve_device(cfg.device)
     for key in ("games", "num_envs", "seed_offset"):
         if as_int(f"eval.{key}", cfg.eval[key]) <= 0:
@@ -232,7 +233,8 @@ def play_evaluations(plans: list[EvalPlan], game: DictConfig) -> list[dict[str, 
     cfg, k, n = plans[0].cfg, len(plans), len(plans[0].per_env)
     device = plans[0].trained.device
     # Each cell samples from its own generator, seeded as a lone evaluation seeds torch
-    pack = SeedPack([p.trained.model for p in plans], [torch.Generator(device=device).manual_seed(p.seed) for p in plans])
+    pack = SeedPack([p.trained.model for p in plans], [torch.Generator(device=device).manual_seed(p.seed) for p in plans],
+                    resolve_batching(pack_batching(cfg), device))
     greedy = not cfg.eval.sample
 
     def act(obs: np.ndarray) -> np.ndarray:

@@ -1,23 +1,32 @@
 """k models of one architecture that act and learn as one: the seeds of a packed job.
 
 A packed job (`pack=seeds`, conf/pack/seeds.yaml) trains or evaluates the cells of one
-(game, model) that differ only in seed in one process. Their parameters are stacked
-(`torch.func.stack_module_state`) and one vmapped `functional_call` serves all k models at
-once; everything that makes a seed's PPO its own stays per seed:
+(game, model) that differ only in seed in one process. How its k models run is
+`pack.batching`:
+
+- `vmap`: their parameters stacked (`torch.func.stack_module_state`), one vmapped
+  `functional_call` serves all k at once: one kernel per layer for every seed, what fills a
+  GPU that one small network leaves idle;
+- `loop`: the k models one after another, each as a plain module: on a CPU, whose cores one
+  model's convolutions already keep busy, vmap's batched (grouped) convolutions are slower
+  than k plain ones (bench P2);
+- `auto` (the default): vmap on CUDA, loop elsewhere.
+
+Either way everything that makes a seed's PPO its own stays per seed:
 
 - its random stream: a `torch.Generator` per seed, started where that seed's lone run has
   torch's global RNG after building its model, so it samples the same actions and the same
   minibatch permutations as when it trains alone (under vmap, `randomness="different"`
   would draw every seed's noise from one generator, so a seed's actions would depend on k);
-- its gradient-norm clip: one norm per seed, not one across the stack;
-- its Adam state. Adam is elementwise, so one Adam over stacked parameters is k Adams as long
-  as the k step together on one schedule (same step count and learning rate): a packed run
-  only ever holds cells at the same update (fls.training_run).
+- its gradient-norm clip: one norm per seed, not one across the pack;
+- its Adam state. Adam is elementwise, so one Adam over every seed's parameters is k Adams
+  as long as the k step together on one schedule (same step count and learning rate): a
+  packed run only ever holds cells at the same update (fls.training_run).
 The PPO loss is the sum of the seeds' losses (a mean would scale each seed's gradient by 1/k,
 and neither the clip threshold nor Adam's eps is scale-invariant).
 
-With k = 1 the model is used as it is, without vmap: the plain single-cell trainer, with
-every speed option of conf/speed/.
+With k = 1 the model is used as it is: the plain single-cell trainer, with every speed
+option of conf/speed/ (in loop mode each model gets them).
 
 Shapes: observations k x n x 4 x 84 x 84 (seed first), logits k x n x A, values k x n.
 """
@@ -34,6 +43,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, stack_module_state
 
+from fls.config import PACK_BATCHING
 from fls.models import ActorCritic, apply_speed_options, build_model
 
 log = logging.getLogger(__name__)
@@ -51,18 +61,29 @@ def seed_generator(seed: int, device: torch.device) -> torch.Generator:
     return generator
 
 
+def resolve_batching(batching: str, device: torch.device) -> str:
+    """`pack.batching` as run on `device`: auto is vmap on CUDA, loop elsewhere."""
+    if batching not in PACK_BATCHING:
+        raise ValueError(f"pack.batching={batching}: expected one of {', '.join(PACK_BATCHING)}")
+    if batching == "auto":
+        return "vmap" if device.type == "cuda" else "loop"
+    return batching
+
+
 class SeedPack:
     """The models of k seeds, their generators, and the per-seed parts of PPO."""
 
-    def __init__(self, models: Sequence[ActorCritic], generators: Sequence[torch.Generator]):
-        assert len(models) == len(generators) >= 1
+    def __init__(self, models: Sequence[ActorCritic], generators: Sequence[torch.Generator], batching: str = "loop"):
+        assert len(models) == len(generators) >= 1 and batching in ("vmap", "loop")
         self.k = len(models)
         self.generators = list(generators)
         self.name = models[0].name
-        if self.k == 1:
-            self.model: ActorCritic | None = models[0]
+        self.batching = "loop" if self.k == 1 else batching
+        if self.batching == "loop":
+            self.models: list[ActorCritic] = list(models)
+            self._per_model = len(list(models[0].parameters()))
             return
-        self.model = None
+        self.models = []
         self._template = models[0]  # its own tensors are not trained: stack_module_state copies
         self.params, self.buffers = stack_module_state(list(models))
         # A copy on the meta device carries the architecture; the stacked tensors its numbers.
@@ -75,18 +96,20 @@ class SeedPack:
 
     @classmethod
     def build(cls, model_name: str, num_actions: int, seeds: Sequence[int], device: torch.device, *,
-              channels_last: bool = False, compile: bool = False) -> SeedPack:
+              batching: str = "auto", channels_last: bool = False, compile: bool = False) -> SeedPack:
         """Freshly initialised models, each exactly as `seed`'s lone run builds it."""
+        batching = resolve_batching(batching, device)
         models, generators = [], []
         for seed in seeds:
             torch.manual_seed(seed)
             model = build_model(model_name, num_actions)
             generators.append(seed_generator(seed, device))
             models.append(model.to(device))
-        if len(models) == 1:
-            apply_speed_options(models[0], channels_last=channels_last, compile=compile)
-            return cls(models, generators)
-        pack = cls(models, generators)
+        pack = cls(models, generators, batching)
+        if pack.batching == "loop":
+            for model in pack.models:
+                apply_speed_options(model, channels_last=channels_last, compile=compile)
+            return pack
         if channels_last:
             log.info("speed.channels_last: not applied to a packed job's stacked weights (vmap turns its convs "
                      "into grouped convs of its own layout)")
@@ -98,15 +121,16 @@ class SeedPack:
 
     def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits k x n x A, values k x n) of uint8 observations k x n x 4 x 84 x 84."""
-        if self.model is not None:
-            logits, value = self.model(obs[0])
+        if self.batching == "vmap":
+            return self._forward(self.params, self.buffers, obs)
+        if self.k == 1:
+            logits, value = self.models[0](obs[0])
             return logits.unsqueeze(0), value.unsqueeze(0)
-        return self._forward(self.params, self.buffers, obs)
+        outs = [model(o) for model, o in zip(self.models, obs)]
+        return torch.stack([lg for lg, _ in outs]), torch.stack([v for _, v in outs])
 
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
         """One action per env, each seed's from its own generator: k x n."""
-        if self.k == 1:
-            return ActorCritic.sample(ActorCritic.distribution(logits), self.generators[0])
         return torch.stack([ActorCritic.sample(ActorCritic.distribution(logits[s]), g)
                             for s, g in enumerate(self.generators)])
 
@@ -130,8 +154,10 @@ class SeedPack:
     # Learning
 
     def parameters(self) -> list[torch.Tensor]:
-        if self.model is not None:
-            return list(self.model.parameters())
+        """Every seed's parameters: in loop mode seed after seed (seed i's are
+        [i * P, (i + 1) * P) of the optimizer's), under vmap the stacked tensors."""
+        if self.batching == "loop":
+            return [p for model in self.models for p in model.parameters()]
         return list(self.params.values())
 
     def randperm(self, n: int, device: torch.device) -> torch.Tensor:
@@ -140,8 +166,8 @@ class SeedPack:
 
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
         """nn.utils.clip_grad_norm_ of each seed's own gradient; returns the k norms."""
-        if self.model is not None:
-            return nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).reshape(1)
+        if self.batching == "loop":
+            return torch.stack([nn.utils.clip_grad_norm_(model.parameters(), max_norm) for model in self.models])
         grads = [p.grad for p in self.params.values() if p.grad is not None]
         norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads])  # parameters x k
         total = norms.norm(dim=0)
@@ -150,16 +176,17 @@ class SeedPack:
             g.mul_(coef.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
         return total
 
-    # One seed's share: what its checkpoint holds (a lone run's model and Adam state dicts)
+    # One seed's share: what its checkpoint holds (a lone run's model and Adam state dicts),
+    # the same whichever batching saved it
 
     def state_dict(self, i: int) -> dict[str, torch.Tensor]:
-        if self.model is not None:
-            return self.model.state_dict()
+        if self.batching == "loop":
+            return self.models[i].state_dict()
         return {name: t[i].detach().clone() for name, t in {**self.params, **self.buffers}.items()}
 
     def load_state_dict(self, i: int, state: dict[str, torch.Tensor]) -> None:
-        if self.model is not None:
-            self.model.load_state_dict(state)
+        if self.batching == "loop":
+            self.models[i].load_state_dict(state)
             return
         stacked = {**self.params, **self.buffers}
         missing, unexpected = sorted(set(stacked) - set(state)), sorted(set(state) - set(stacked))
@@ -171,9 +198,9 @@ class SeedPack:
                 t[i].copy_(state[name])
 
     def member(self, i: int) -> ActorCritic:
-        """Seed i's model as a module of its own (a copy): what evaluation and videos use."""
-        if self.model is not None:
-            return self.model
+        """Seed i's model as a module of its own: what evaluation and videos use."""
+        if self.batching == "loop":
+            return self.models[i]
         model = copy.deepcopy(self._template)
         model.load_state_dict(self.state_dict(i))
         return model
@@ -181,37 +208,61 @@ class SeedPack:
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer, i: int) -> dict[str, Any]:
         """Seed i's part of the optimizer's state, as its lone run's optimizer.state_dict()."""
         state = optimizer.state_dict()
-        if self.model is not None:
+        if self.k == 1:
             return state
+        groups = copy.deepcopy(state["param_groups"])
+        if self.batching == "loop":
+            first, per = i * self._per_model, self._per_model
+            for g in groups:
+                g["params"] = list(range(per))
+            return {"state": {pid - first: copy.deepcopy(v) for pid, v in state["state"].items()
+                              if first <= pid < first + per},
+                    "param_groups": groups}
         params = self.parameters()
         return {
             "state": {pid: {key: value[i].clone() if _stacked(value, params[pid]) else copy.deepcopy(value)
                             for key, value in per_param.items()}
                       for pid, per_param in state["state"].items()},
-            "param_groups": copy.deepcopy(state["param_groups"]),
+            "param_groups": groups,
         }
 
     def load_optimizer_state_dicts(self, optimizer: torch.optim.Optimizer, states: Sequence[dict[str, Any]]) -> None:
         """The seeds' saved optimizer states (their lone runs' format) into the one optimizer.
         Their shared entries (Adam's step count) must agree: the seeds step in lockstep."""
-        if self.model is not None:
+        if self.k == 1:
             optimizer.load_state_dict(states[0])
             return
-        params = self.parameters()
         first = states[0]
-        stacked: dict[int, dict[str, Any]] = {}
+        merged: dict[int, dict[str, Any]] = {}
+        if self.batching == "loop":
+            per = self._per_model
+            for pid, per_param in first["state"].items():
+                for key, value in per_param.items():
+                    if not torch.is_tensor(value) or value.dim() == 0:
+                        _agree(key, [s["state"][pid][key] for s in states])
+            for i, s in enumerate(states):
+                merged.update({pid + i * per: v for pid, v in s["state"].items()})
+            groups = copy.deepcopy(first["param_groups"])
+            for g in groups:
+                g["params"] = list(range(self.k * per))
+            optimizer.load_state_dict({"state": merged, "param_groups": groups})
+            return
+        params = self.parameters()
         for pid, per_param in first["state"].items():
-            stacked[pid] = {}
+            merged[pid] = {}
             for key, value in per_param.items():
                 values = [s["state"][pid][key] for s in states]
                 if torch.is_tensor(value) and value.shape == params[pid].shape[1:]:
-                    stacked[pid][key] = torch.stack(values)
+                    merged[pid][key] = torch.stack(values)
                 else:
-                    if any(not _same(v, value) for v in values[1:]):
-                        raise ValueError(f"optimizer state {key!r} differs between the packed seeds: "
-                                         "their cells are not at the same update")
-                    stacked[pid][key] = value
-        optimizer.load_state_dict({"state": stacked, "param_groups": first["param_groups"]})
+                    _agree(key, values)
+                    merged[pid][key] = value
+        optimizer.load_state_dict({"state": merged, "param_groups": first["param_groups"]})
+
+
+def _agree(key: str, values: Sequence[Any]) -> None:
+    if any(not _same(v, values[0]) for v in values[1:]):
+        raise ValueError(f"optimizer state {key!r} differs between the packed seeds: their cells are not at the same update")
 
 
 def _stacked(value: Any, param: torch.Tensor) -> bool:
