@@ -4,6 +4,9 @@
 
 P1   trainer SPS (sparse_fls, full PPO) / env-only SPS, native backend, 8 envs (Breakout)
 P1b  the same on the gymnasium reference backend; and CleanRL's env path (SyncVectorEnv x 8)
+P2   packed seeds: aggregate SPS of k = 1, 2, 5 seeds in one job (pack=seeds) / the same k
+     seeds trained one after another, beside the env-only ceiling of k x 8 envs, where a packed
+     update's time goes, and the paper grid's projected device-hours (Nature CNN, Sparse FLS)
 P3   Dense FLS PPO update (minibatch forward+backward) with the best speed option / fp32 eager
 P4   fls.saliency.metrics frames/s / a direct implementation with Python loops, same values
 P5   frames/s of every saliency map (fls.saliency.posthoc) at 84 x 84, and its per-frame cost
@@ -11,7 +14,8 @@ P5   frames/s of every saliency map (fls.saliency.posthoc) at 84 x 84, and its p
      scaling: trainer and env-only SPS at 8, 16, 32, 64 envs
 
 The machine is noisy: only ratios within one run mean anything. Targets (issue 10) are for
-the GPU machine: P1 >= 0.95, P3 <= 0.2, P4 >= 50.
+the GPU machine: P1 >= 0.95, P3 <= 0.2, P4 >= 50; P2 (issue 20): k = 5 packed >= 1.0x the
+sequential runs here, >= 4x one cell's SPS on a GPU.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from bench import bench_metrics, bench_models, bench_saliency, throughput
+from bench import bench_metrics, bench_models, bench_pack, bench_saliency, throughput
 
 OUT = Path(__file__).resolve().parent / "results" / "bench.json"
 
@@ -103,6 +107,19 @@ def markdown(result: dict) -> str:
             lines.append(f"| {r['id']} trainer SPS, {r.get('model', 'sparse_fls')}, {r['backend']}, speed={r['speed']} | "
                          f"{fmt(r['trainer_sps'])} | "
                          f"env-only {fmt(r['env_sps'])} | {r['ratio']:.3f} | {target} |")
+    for r in result.get("p2", []):
+        parts = ", ".join(f"{name} {sec:.1f} s" for name, sec in r["parts_seconds"].items())
+        target = ">= 1.0 here, >= 4x one cell on a GPU" if r["k"] == 5 and r["default"] else ""
+        lines.append(f"| P2 {r['model']} k={r['k']} packed (batching {r['batching']}), aggregate SPS ({r['backend']}, {r['device']}) | "
+                     f"{fmt(r['packed_sps'])} | {r['k']} run{'s' if r['k'] > 1 else ''} in sequence {fmt(r['sequential_sps'])}; "
+                     f"env-only {r['k'] * 8} envs {fmt(r['env_only_sps'])} | {r['packed_over_sequential']:.2f} "
+                     f"({r['packed_over_one_cell']:.2f}x one cell; {r['packed_over_env_only']:.2f} of env-only) | {target} |")
+        lines.append(f"| P2 {r['model']} k={r['k']}: one packed update {r['update_seconds']:.1f} s | {parts} | | | |")
+    if result.get("p2_grid"):
+        g = result["p2_grid"]
+        lines.append(f"| P2 paper grid (6 x 15 x 5 cells x 5e7 steps) at the k=5 packed rate | "
+                     f"{g['device_hours']:,.0f} device-hours | lone cells {g['device_hours_lone']:,.0f} h | "
+                     f"{g['device_hours_lone'] / g['device_hours']:.2f} | |")
     if "p3" in result:
         p = result["p3"]
         lines.append(f"| P3 dense_fls update, best option ({p['best']}), {p['device']} minibatch {p['minibatch']} | "
@@ -125,13 +142,13 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps and sizes (a minute or two)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: p1, p3, p4, p5, scaling")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: p1, p2, p3, p4, p5, scaling")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    unknown = skip - {"p1", "p3", "p4", "p5", "scaling"}
+    unknown = skip - {"p1", "p2", "p3", "p4", "p5", "scaling"}
     if unknown:
-        parser.error(f"--skip {','.join(sorted(unknown))}: expected p1, p3, p4, p5, scaling")
+        parser.error(f"--skip {','.join(sorted(unknown))}: expected p1, p2, p3, p4, p5, scaling")
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     result: dict = {"meta": {"device": device, "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick,
@@ -139,6 +156,9 @@ def main() -> None:
     start = time.perf_counter()
     if "p1" not in skip:
         result["p1"] = measure_p1(args.quick)
+    if "p2" not in skip:
+        result["p2"] = bench_pack.run(["nature_cnn", "sparse_fls"], [1, 2, 5], 1 if args.quick else 2)
+        result["p2_grid"] = bench_pack.paper_grid_hours(result["p2"])
     if "p3" not in skip:
         result["p3"] = measure_p3(args.quick)
     if "p4" not in skip:
