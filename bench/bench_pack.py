@@ -8,7 +8,7 @@ For each model and k in (1, 2, 5), all measured in this run, Breakout, 8 envs pe
   over total time);
 - the env-only ceiling of one vector env of k x 8 envs (random actions);
 - where a packed update's time goes: the envs (k x 8 x 128 steps at the env-only rate), the
-  rollout's forward passes (one per step for all k models, timed alone), the PPO update
+  rollout's forward passes (one call per step running all k models, timed alone), the PPO update
   (4 epochs x 4 minibatches of forward + backward + clip + Adam for all k, timed alone), and
   the rest (bookkeeping, GAE, copies), what the trainer took beyond the three.
 """
@@ -63,15 +63,23 @@ def train(model: str, seeds: list[int], updates: int, backend: str, batching: st
         return [_rows(root, model, s) for s in seeds]
 
 
+def _sync(device: str) -> None:
+    """Wait for the GPU's queued kernels: without it a CUDA timer measures only their launch."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def forward_seconds(model: str, k: int, device: str, batching: str) -> float:
     """One rollout's forward passes: NUM_STEPS calls for k x NUM_ENVS observations."""
     pack = SeedPack.build(model, 4, list(range(1, k + 1)), torch.device(device), batching=batching)
     obs = torch.randint(0, 256, (k, NUM_ENVS, 4, 84, 84), dtype=torch.uint8, device=device)
     with torch.no_grad():
         pack.get_action_and_value(obs)
+        _sync(device)
         start = time.perf_counter()
         for _ in range(NUM_STEPS):
             pack.get_action_and_value(obs)
+        _sync(device)
     return time.perf_counter() - start
 
 
@@ -92,9 +100,11 @@ def update_seconds(model: str, k: int, device: str, batching: str) -> float:
         optimizer.step()
 
     step()
+    _sync(device)
     start = time.perf_counter()
     for _ in range(EPOCHS * MINIBATCHES):
         step()
+    _sync(device)
     return time.perf_counter() - start
 
 

@@ -20,7 +20,7 @@ from fls import zoo
 from fls.cell_lifecycle import refuse
 from fls.checkpoint import CheckpointError
 from fls.cli import check_command_line
-from fls.errors import ConfigError
+from fls.errors import CellsRefused, ConfigError
 from fls.config import cell_configs
 from fls.evaluation import check_eval_config, evaluate_cells
 from fls.rundir import CellBusy, CellDamaged, cell_from_config
@@ -30,7 +30,7 @@ log = logging.getLogger("evaluate")
 
 def evaluate(cfg: DictConfig):
     """Evaluate (or film) the cell `cfg` names, or under pack=seeds the cells of pack.seeds
-    together (one vector env, one forward per step)."""
+    together (one vector env, all models called at each step)."""
     check_eval_config(cfg)
     cfgs = cell_configs(cfg)
     cells = [zoo.select(one) or cell_from_config(one) for one in cfgs]
@@ -50,7 +50,7 @@ def evaluate(cfg: DictConfig):
 def main(cfg: DictConfig):
     try:
         return evaluate(cfg)
-    except (ConfigError, CheckpointError, CellBusy, CellDamaged) as e:
+    except (ConfigError, CheckpointError, CellBusy, CellDamaged, CellsRefused) as e:
         refuse(cfg, e)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from fls.models import build_model
 from fls.rundir import RunLayout
-from fls.seed_pack import PackLayout, SeedPack
+from fls.seed_pack import PackLayout, SeedPack, restore_generator
 
 from conftest import PYTHON, REPO
 from wandb_offline import find_runs, read_run
@@ -34,7 +34,7 @@ def test_a_packed_cell_learns_what_it_learns_alone(tmp_path, batching):
     alone, packed = tmp_path / "alone", tmp_path / "packed"
     res = run(alone, "seed=2", f"total_timesteps={STEPS_PER_UPDATE}")
     assert res.returncode == 0, res.stderr[-2000:]
-    res = run(packed, "pack=seeds", "pack.seeds=[7,2]", f"pack.batching={batching}", f"total_timesteps={STEPS_PER_UPDATE}")
+    res = run(packed, "seed=7", "pack=seeds", "pack.seeds=[7,2]", f"pack.batching={batching}", f"total_timesteps={STEPS_PER_UPDATE}")
     assert res.returncode == 0, res.stderr[-2000:]
 
     [one] = metric_rows(cell(alone, 2).metrics)
@@ -119,6 +119,20 @@ def test_a_seeds_checkpoint_is_the_same_under_either_batching():
         again.load_optimizer_state_dicts(aopt, [loop.optimizer_state_dict(opt, 0), *states[1:]])
 
 
+def test_a_sampling_stream_from_another_kind_of_device_restarts_from_a_seed():
+    """A CPU run resumed on CUDA (or back) cannot carry its generator state over: the stream
+    restarts from the given seed instead of failing the cell."""
+    saved = torch.Generator().manual_seed(5)
+    torch.rand(7, generator=saved)  # not at its seed any more
+    g = torch.Generator()
+    assert restore_generator(g, saved.get_state(), 99)
+    assert torch.equal(torch.randint(0, 1000, (8,), generator=g), torch.randint(0, 1000, (8,), generator=saved))
+    cuda_state = torch.zeros(16, dtype=torch.uint8)  # a CUDA (Philox) generator's state: seed and offset
+    assert not restore_generator(g, cuda_state, 99)
+    assert torch.equal(torch.randint(0, 1000, (8,), generator=g),
+                       torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(99)))
+
+
 def test_pack_layout_keeps_each_cells_envs_and_seeds():
     # 3 cells of 4 envs in 2 groups: each group holds 2 envs of every cell, cell after cell
     layout = PackLayout(3, 4, [slice(0, 6), slice(6, 12)])
@@ -140,7 +154,7 @@ def test_packed_job_resumes_each_cell_where_it_is(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     done_rows = cell(tmp_path, 1).metrics.read_text()
 
-    proc = subprocess.Popen(train_cmd(tmp_path, "pack=seeds", "pack.seeds=[2,3]", total), cwd=REPO,
+    proc = subprocess.Popen(train_cmd(tmp_path, "seed=2", "pack=seeds", "pack.seeds=[2,3]", total), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_rows(cell(tmp_path, 3).metrics, 1, proc)
     proc.send_signal(signal.SIGUSR2)
@@ -207,12 +221,29 @@ def test_packed_evaluation_plays_each_cells_own_games(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(dst.eval_games("breakout"))[columns], games[2][columns])
 
 
+def test_a_refused_cell_of_a_packed_evaluation_fails_alone(tmp_path):
+    res = run(tmp_path, "pack=seeds", "pack.seeds=[1,2]", f"total_timesteps={STEPS_PER_UPDATE}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    damaged = cell(tmp_path, 1).checkpoint
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    res = subprocess.run([PYTHON, "src/evaluate.py", "experiment=smoke", f"run_root={tmp_path}", "pack=seeds",
+                          "pack.seeds=[1,2]", "eval.games=2", "eval.num_envs=2", "eval.max_frames=1000"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 2 cells of this packed job were refused (the others ran)"), last
+    assert "breakout/nature_cnn/seed_1" in last and "checkpoint" in last
+    assert len(pd.read_parquet(cell(tmp_path, 2).eval_games("breakout"))) == 2
+    assert not cell(tmp_path, 1).eval_games("breakout").exists()
+
+
 def test_bad_pack_input_is_one_line(tmp_path):
     for overrides, message in [
         (["pack.seeds=[1,2]"], "pack.seeds=[1, 2]: a job trains several seeds only with pack=seeds"),
         (["pack=seeds", "pack.seeds=[1,1]"], "a seed appears twice"),
         (["pack=seeds", "pack.seeds=3"], "pack.seeds=3: expected a list of seeds"),
         (["pack=seeds", "pack.seeds=[1,2]", "pack.batching=grouped"], "pack.batching=grouped: expected one of auto, vmap, loop"),
+        (["pack=seeds", "pack.seeds=[7,2]"], "seed=1: a packed job's seed must be one of pack.seeds=[7, 2]"),
     ]:
         res = run(tmp_path, *overrides)
         assert res.returncode == 2

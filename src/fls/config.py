@@ -169,6 +169,9 @@ def pack_seeds(cfg: Any) -> list[int]:
     chosen = [check_seed(s) for s in seeds]
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"pack.seeds={list(chosen)}: a seed appears twice; expected distinct seeds")
+    if int(cfg.seed) not in chosen:  # Hydra's run directory (the job's own log) is seed's cell
+        raise ConfigError(f"seed={cfg.seed}: a packed job's seed must be one of pack.seeds={list(chosen)} "
+                          f"(e.g. seed={chosen[0]}; the sweeper sets the first)")
     return chosen
 
 

@@ -7,8 +7,10 @@ count, so no game is counted twice, and none is cut short by the end of the eval
 the evaluation ends when every env has finished its last counted game. Long games are
 never traded for short ones, which a "first N games to finish" rule would do.
 
-With pack=seeds, the cells of several seeds play in one vector env with one forward per step
-(evaluate_cells); each cell's games are the ones it plays alone.
+With pack=seeds, the cells of several seeds play in one vector env, all their models called
+at each step (evaluate_cells, fls.seed_pack); each cell's games are the ones it plays alone
+(exactly under pack.batching=loop, the default off CUDA; under vmap within float rounding, which
+can flip a close draw). A cell refused for its files fails alone; its partners are scored.
 
 Results go to the cell's `eval/<eval_game>/`: games.parquet (one row per game) and
 summary.json, both written only when the evaluation is complete.
@@ -32,9 +34,10 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from fls.config import as_int, changes, load_group, pack_batching, pack_seeds, resolve_device
-from fls.errors import ConfigError
+from fls.checkpoint import CheckpointError
+from fls.errors import CellsRefused, ConfigError
 from fls.envs import AtariVec, check_env_config, make_vec_env, resolve_backend
-from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text
+from fls.rundir import CellBusy, CellDamaged, CellDir, atomic_write_bytes, atomic_write_text
 from fls.saliency import posthoc
 from fls.seed_pack import SeedPack, resolve_batching
 from fls.trained_cell import TrainedCell, open_trained_cell
@@ -154,19 +157,29 @@ def evaluate_cell(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
 
 
 def evaluate_cells(cfgs: list[DictConfig], cells: list[CellDir]) -> list[dict[str, Any] | None]:
-    """Score cells that differ only in seed (a packed job, pack=seeds) in one vector env with
-    one forward per step: every game of each cell is the game it plays evaluated alone (its
-    envs, seeds and sampling stream are its own). Returns each cell's summary (None: skipped)."""
+    """Score cells that differ only in seed (a packed job, pack=seeds) in one vector env, all
+    models called at each step: every game of each cell is the game it plays evaluated alone
+    (its envs, seeds and sampling stream are its own; see the module's note on vmap). Returns
+    each cell's summary (None: skipped); raises CellsRefused after the others for cells refused."""
     game = eval_game(cfgs[0])
     summaries: list[dict[str, Any] | None] = [None] * len(cells)
     plans: list[EvalPlan] = []
+    refused: dict[str, Exception] = {}
     with ExitStack() as locks:
         for i, (cfg, cell) in enumerate(zip(cfgs, cells)):
-            trained = open_trained_cell(cfg, cell)
-            if trained is None:
+            try:
+                trained = open_trained_cell(cfg, cell)
+                if trained is None:
+                    continue
+                locks.enter_context(cell.lock(f"eval-{game.name}"))
+                plan = plan_evaluation(cfg, cell, game, trained)
+            except (ConfigError, CheckpointError, CellBusy, CellDamaged) as e:
+                if len(cells) == 1:
+                    raise
+                # one cell's damaged checkpoint or busy directory does not stop its partners
+                refused[cell.cell.key] = e
+                log.error("%s: refused (%s: %s); its partners are evaluated", cell.cell.key, type(e).__name__, e)
                 continue
-            locks.enter_context(cell.lock(f"eval-{game.name}"))
-            plan = plan_evaluation(cfg, cell, game, trained)
             if isinstance(plan, dict):
                 summaries[i] = plan  # done already
             else:
@@ -175,6 +188,8 @@ def evaluate_cells(cfgs: list[DictConfig], cells: list[CellDir]) -> list[dict[st
         if plans:
             for plan, summary in zip(plans, play_evaluations(plans, game)):
                 summaries[plan.index] = summary
+    if refused:
+        raise CellsRefused(refused, len(cells))
     return summaries
 
 
@@ -257,6 +272,7 @@ def play_evaluations(plans: list[EvalPlan], game: DictConfig) -> list[dict[str, 
         mine = games[games["env"] // n == i].copy()
         mine["env"] = (mine["env"] - i * n).astype("int32")
         mine = mine.reset_index(drop=True)
+        # seconds: the whole job's wall time (a packed job's cells play together)
         summary = {**summarize(mine), "seconds": seconds, "settings": plan.settings,
                    "cell": plan.cell.cell.key, "checkpoint_update": plan.trained.update}
         if k > 1:

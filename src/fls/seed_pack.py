@@ -17,7 +17,9 @@ Either way everything that makes a seed's PPO its own stays per seed:
 - its random stream: a `torch.Generator` per seed, started where that seed's lone run has
   torch's global RNG after building its model, so it samples the same actions and the same
   minibatch permutations as when it trains alone (under vmap, `randomness="different"`
-  would draw every seed's noise from one generator, so a seed's actions would depend on k);
+  would draw every seed's noise from one generator, so a seed's actions would depend on k).
+  Exactly the same under loop; under vmap the batched kernels round differently, so a draw
+  that sits on a probability boundary can flip (tests/test_pack.py: the first update agrees);
 - its gradient-norm clip: one norm per seed, not one across the pack;
 - its Adam state. Adam is elementwise, so one Adam over every seed's parameters is k Adams
   as long as the k step together on one schedule (same step count and learning rate): a
@@ -68,6 +70,17 @@ def resolve_batching(batching: str, device: torch.device) -> str:
     if batching == "auto":
         return "vmap" if device.type == "cuda" else "loop"
     return batching
+
+
+def restore_generator(generator: torch.Generator, state: torch.Tensor, fallback_seed: int) -> bool:
+    """Put a checkpoint's sampling stream back into `generator`. A stream saved on another
+    kind of device (a CPU run resumed on CUDA, or back) cannot move: the generator is then
+    seeded with `fallback_seed` instead and False returned."""
+    if state.numel() == generator.get_state().numel():
+        generator.set_state(state)
+        return True
+    generator.manual_seed(fallback_seed)
+    return False
 
 
 class SeedPack:
@@ -218,9 +231,8 @@ class SeedPack:
             return {"state": {pid - first: copy.deepcopy(v) for pid, v in state["state"].items()
                               if first <= pid < first + per},
                     "param_groups": groups}
-        params = self.parameters()
         return {
-            "state": {pid: {key: value[i].clone() if _stacked(value, params[pid]) else copy.deepcopy(value)
+            "state": {pid: {key: value[i].clone() if _per_seed(key, value) else copy.deepcopy(value)
                             for key, value in per_param.items()}
                       for pid, per_param in state["state"].items()},
             "param_groups": groups,
@@ -238,7 +250,7 @@ class SeedPack:
             per = self._per_model
             for pid, per_param in first["state"].items():
                 for key, value in per_param.items():
-                    if not torch.is_tensor(value) or value.dim() == 0:
+                    if not _per_seed(key, value):
                         _agree(key, [s["state"][pid][key] for s in states])
             for i, s in enumerate(states):
                 merged.update({pid + i * per: v for pid, v in s["state"].items()})
@@ -247,12 +259,11 @@ class SeedPack:
                 g["params"] = list(range(self.k * per))
             optimizer.load_state_dict({"state": merged, "param_groups": groups})
             return
-        params = self.parameters()
         for pid, per_param in first["state"].items():
             merged[pid] = {}
             for key, value in per_param.items():
                 values = [s["state"][pid][key] for s in states]
-                if torch.is_tensor(value) and value.shape == params[pid].shape[1:]:
+                if _per_seed(key, value):
                     merged[pid][key] = torch.stack(values)
                 else:
                     _agree(key, values)
@@ -265,8 +276,9 @@ def _agree(key: str, values: Sequence[Any]) -> None:
         raise ValueError(f"optimizer state {key!r} differs between the packed seeds: their cells are not at the same update")
 
 
-def _stacked(value: Any, param: torch.Tensor) -> bool:
-    return torch.is_tensor(value) and value.shape == param.shape
+def _per_seed(key: str, value: Any) -> bool:
+    """An optimizer state entry of each seed's own (Adam's moments), not shared (its step)."""
+    return torch.is_tensor(value) and key != "step"
 
 
 def _same(a: Any, b: Any) -> bool:

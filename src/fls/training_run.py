@@ -46,7 +46,7 @@ from fls.config import cell_configs, check_train_config
 from fls.errors import CellsRefused, ConfigError
 from fls.preemption import Preemption
 from fls.rundir import DONE, FAILED, INTERRUPTED, RUNNING, CellBusy, CellDamaged, CellDir, cell_from_config
-from fls.seed_pack import SeedPack
+from fls.seed_pack import SeedPack, restore_generator
 from fls.train_log import TrainLog
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,10 @@ class TrainingRun:
                 c.games.count = state["games"]
                 c.games.scores.extend(state["game_scores"])
                 c.games.frames.extend(state["game_frames"])
-                agents.generators[i].set_state(checkpoint.policy_rng_state(state["rng"], device))
+                if not restore_generator(agents.generators[i], checkpoint.policy_rng_state(state["rng"], device), c.env_seed):
+                    log.warning("%s: its checkpoint's sampling stream was saved on another kind of device than %s; "
+                                "it restarts from seed %d (the run goes on, not as it would have uninterrupted)",
+                                c.key, device.type, c.env_seed)
                 log.info("%s: resuming at update %d/%d (agent step %d)", c.key, c.start_update,
                          self.num_updates, c.global_step)
             agents.load_optimizer_state_dicts(optimizer, [state["optimizer"] for state in states])
