@@ -118,3 +118,55 @@ def test_a_zoo_entry_with_a_contradicting_cell_is_refused(tmp_path):
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip() and not line.startswith(("A.L.E", "[Powered"))]
     assert len(lines) == 1 and "zoo=breakout_nature_cnn: the entry is nature_cnn" in lines[0]
+
+
+def _train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "src/train.py", "experiment=zoo", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_an_entry_trains_further_from_its_weights_and_packs_with_its_history(tmp_path):
+    name = "breakout_sparse_fls"
+    config, weights = zoo.read_entry(REPO / "zoo" / name)
+    rollout = config["num_envs"] * config["ppo"]["num_steps"]
+    more = weights["global_step"] + rollout  # one update more
+    res = _train(f"zoo={name}", f"run_root={tmp_path}", f"total_timesteps={more}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resuming at update {weights['update']}/" in res.stdout and "Adam starts afresh" in res.stdout
+    cell = RunLayout(tmp_path).cell("zoo", "breakout", "sparse_fls", config["seed"])
+    status = cell.status()
+    assert status["state"] == "done" and status["global_step"] == more and status["update"] == weights["update"] + 1
+    assert status["continued_from"]["entry"] == name and status["continued_from"]["global_step"] == weights["global_step"]
+    rows = (REPO / "zoo" / name / "metrics.csv").read_text().splitlines()
+    assert cell.metrics.read_text().splitlines()[: len(rows)] == rows and len(cell.metrics.read_text().splitlines()) == len(rows) + 1
+    # one Adam update away from the entry's weights, far from a fresh initialisation
+    trained = torch.load(cell.checkpoint, weights_only=False)["model"]
+    moved = max((trained[k] - v.float()).abs().max().item() for k, v in weights["state_dict"].items() if v.is_floating_point())
+    assert 0 < moved < 0.05
+    # the same line again: done, skipped; packed, the new entry names the one it grew from
+    again = _train(f"zoo={name}", f"run_root={tmp_path}", f"total_timesteps={more}")
+    assert again.returncode == 0 and "is done" in again.stdout
+    entry = zoo.pack(cell.path, "further", command="python src/train.py experiment=zoo zoo=breakout_sparse_fls",
+                     random_agent=None, zoo_dir=tmp_path / "zoo", conf_dir=tmp_path / "conf_zoo")
+    provenance = json.loads((entry / zoo.PROVENANCE).read_text())
+    assert provenance["continued_from"]["entry"] == name
+    assert provenance["continued_from"]["commit"] == json.loads((REPO / "zoo" / name / zoo.PROVENANCE).read_text())["commit"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model=nature_cnn"], "zoo=breakout_sparse_fls: the entry is sparse_fls on breakout"),
+    (["ppo.learning_rate=0.001"], "zoo=breakout_sparse_fls: the entry was trained with other settings (ppo.learning_rate"),
+    (["total_timesteps=100000"], "trains nothing more"),
+    (["pack=seeds", "pack.seeds=[1,2]"], "trains further alone; use pack=none"),
+    (["installed"], "did not start from zoo entry breakout_sparse_fls"),
+])
+def test_training_an_entry_further_refuses_what_it_cannot_continue(args, message, tmp_path):
+    if args == ["installed"]:  # the entry installed there for evaluation is not a cell to train
+        zoo.install("breakout_sparse_fls", tmp_path)
+        args = []
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    res = _train("zoo=breakout_sparse_fls", f"run_root={tmp_path}", *args, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [line for line in res.stderr.splitlines() if line.strip() and not line.startswith(("A.L.E", "[Powered"))]
+    assert len(lines) == 1 and message in lines[0], lines
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

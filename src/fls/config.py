@@ -200,7 +200,8 @@ def cell_configs(cfg: Any) -> list[Any]:
 
 def check_train_config(cfg: Any) -> None:
     """Every reason a training cell could not start, as one ConfigError."""
-    pack_seeds(cfg)
+    if len(pack_seeds(cfg)) > 1 and cfg.get("zoo"):
+        raise ConfigError(f"zoo={cfg.zoo}: a zoo entry is one cell and trains further alone; use pack=none")
     pack_batching(cfg)
     steps = as_int("total_timesteps", cfg.total_timesteps)
     if steps <= 0:

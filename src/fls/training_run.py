@@ -17,7 +17,7 @@ a finished cell is skipped.
 
 What it owns, per cell:
 - opening the cell: config check and record, skip when done, refuse a changed config
-  (fls.cell_lifecycle);
+  (fls.cell_lifecycle); with zoo=<entry>, a new cell starts from the entry (fls.zoo);
 - resume: model, optimizer, counters, the window of the last 100 games and the RNG states
   from the checkpoint; metric rows logged after it are dropped;
 - the cadence of checkpoints (every `checkpoint_every` updates, at the end, on a signal);
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fls import checkpoint
+from fls import checkpoint, zoo
 from fls.cell_lifecycle import job_info, now, open_training_cell
 from fls.config import cell_configs, check_train_config
 from fls.errors import CellsRefused, ConfigError
@@ -143,6 +143,8 @@ class TrainingRun:
         anything is trained; a packed job trains the cells it can, then raises CellsRefused
         naming the others."""
         check_train_config(cfg)  # before anything is written, the lock files included
+        if cfg.get("zoo"):  # a zoo entry trained further: one cell (check_train_config)
+            zoo.check_continuation(cfg, cell_from_config(cfg), batch_size)
         if num_updates * batch_size != int(cfg.total_timesteps):
             log.warning("total_timesteps=%s is not a multiple of the rollout (num_envs x ppo.num_steps = %d): "
                         "training %d updates = %d agent steps", cfg.total_timesteps, batch_size, num_updates,
@@ -158,6 +160,8 @@ class TrainingRun:
                 held.enter_context(lock)
                 try:
                     lock.enter_context(cell.lock("train"))
+                    if one.get("zoo"):  # train a zoo entry further: the cell starts at its update
+                        zoo.continue_training(one, cell, batch_size)
                     if open_training_cell(one, cell) is None:
                         lock.close()  # done: nothing to hold
                         continue
@@ -265,7 +269,11 @@ class TrainingRun:
                                 c.key, device.type, c.env_seed)
                 log.info("%s: resuming at update %d/%d (agent step %d)", c.key, c.start_update,
                          self.num_updates, c.global_step)
-            agents.load_optimizer_state_dicts(optimizer, [state["optimizer"] for state in states])
+            if all("optimizer" in state for state in states):
+                agents.load_optimizer_state_dicts(optimizer, [state["optimizer"] for state in states])
+            else:  # a cell started from a zoo entry's weights (fls.zoo.continue_training)
+                log.warning("%s: the checkpoint holds no optimizer state (a zoo entry's weights): Adam starts "
+                            "afresh at update %d", ", ".join(c.key for c in self.cells), self.cells[0].start_update)
             checkpoint.set_rng_states(states[0]["rng"])
             self.start_update = self.cells[0].start_update
         for i, c in enumerate(self.cells):

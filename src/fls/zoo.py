@@ -16,7 +16,9 @@ An entry is a finished trained cell in a small form (zoo/README.md):
 src/saliency.py open the cell <run_root>/zoo/<game>/<model>/seed_<k>: `install` puts the
 entry there on first use (weights back in fp32, as a checkpoint the one loader,
 fls.trained_cell, reads), so a zoo agent is evaluated, filmed and scored exactly as any
-trained cell, and its results land in a run directory, never in the repository.
+trained cell, and its results land in a run directory, never in the repository. src/train.py zoo=<entry>
+trains an entry further (`continue_training`): its cell starts at the entry's update, with
+the entry's weights and a fresh Adam, and is packed again when it has trained enough.
 
     python -m fls.zoo pack <cell dir> <entry> [--commit SHA] [--command "..."]   make an entry
     python -m fls.zoo list                                                       the entries
@@ -39,7 +41,8 @@ import torch
 from omegaconf import OmegaConf
 
 from fls import checkpoint
-from fls.cell_lifecycle import source_commit
+from fls.cell_lifecycle import source_commit, training_identity
+from fls.config import changes
 from fls.errors import ConfigError
 from fls.rundir import REPO, CellDir, RunLayout, atomic_write_bytes, atomic_write_text
 
@@ -84,6 +87,18 @@ def read_entry(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return config, weights
 
 
+def _model(path: Path, weights: dict[str, Any]) -> torch.nn.Module:
+    """The entry's model with its weights in fp32; weights that do not fit are a damaged entry."""
+    from fls.models import build_model
+
+    model = build_model(weights["model_name"], int(weights["num_actions"]))
+    try:
+        model.load_state_dict({k: v.float() for k, v in weights["state_dict"].items()})
+    except RuntimeError as e:
+        raise ConfigError(f"{path / WEIGHTS}: does not fit a {weights['model_name']} ({str(e).splitlines()[0]})") from None
+    return model
+
+
 def _sha1(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
@@ -100,14 +115,7 @@ def install(name: str, run_root: Path | str, zoo_dir: Path = ZOO_DIR) -> CellDir
             raise ConfigError(f"{cell.path} holds another version of zoo entry {name} (or a cell trained there); "
                               "remove it, or use another run_root=")
         return cell
-    # a model that does not take these weights is a damaged entry, found before anything is written
-    from fls.models import build_model
-
-    model = build_model(weights["model_name"], int(weights["num_actions"]))
-    try:
-        model.load_state_dict({k: v.float() for k, v in weights["state_dict"].items()})
-    except RuntimeError as e:
-        raise ConfigError(f"{path / WEIGHTS}: does not fit a {weights['model_name']} ({str(e).splitlines()[0]})") from None
+    model = _model(path, weights)  # weights that do not fit are found before anything is written
     cell.path.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path / "config.yaml", cell.config)
     if (path / "metrics.csv").is_file():
@@ -123,14 +131,77 @@ def select(cfg: Any) -> CellDir | None:
     name = cfg.get("zoo")
     if not name:
         return None
-    cell = install(str(name), cfg.run_root)
-    expected = (STUDY, str(cfg.game.name), str(cfg.model.name), int(cfg.seed))
-    got = (cell.cell.study, cell.cell.game, cell.cell.model, cell.cell.seed)
+    _check_same_cell(str(name), read_entry(entry_dir(str(name)))[0], cfg)
+    return install(str(name), cfg.run_root)
+
+
+def _check_same_cell(name: str, config: dict[str, Any], cfg: Any) -> None:
+    got = (STUDY, str(config["game"]["name"]), str(config["model"]["name"]), int(config["seed"]))
+    expected = (str(cfg.study), str(cfg.game.name), str(cfg.model.name), int(cfg.seed))
     if got != expected:
         raise ConfigError(f"zoo={name}: the entry is {got[2]} on {got[1]}, seed {got[3]}, but the command line "
                           f"asks for {expected[2]} on {expected[1]}, seed {expected[3]} (study={expected[0]}); "
                           f"leave game/model/seed to the entry (conf/zoo/{name}.yaml)")
-    return cell
+
+
+# ---------------------------------------------------------------------------------------
+# Training an entry further
+# ---------------------------------------------------------------------------------------
+
+
+def continue_training(cfg: Any, cell: CellDir, batch_size: int) -> None:
+    """Make `cell` a resumable cell at zoo entry `cfg.zoo`'s update, on its first use, so that
+    src/train.py zoo=<entry> trains the entry further (to cfg.total_timesteps) as if it were
+    resuming it. An entry keeps no optimizer: Adam starts afresh (fls.training_run.resume
+    says so). A cell that exists already resumes as any cell if it started from this entry.
+    The caller holds the cell's training lock and has called check_continuation."""
+    path, weights, model = check_continuation(cfg, cell, batch_size)
+    if model is None:  # the cell started from this entry before: it resumes
+        return
+    provenance = json.loads((path / PROVENANCE).read_text())
+    status = json.loads((path / "status.json").read_text())
+    cell.path.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    atomic_write_text(cell.config, OmegaConf.to_yaml(config))
+    if (path / "metrics.csv").is_file():
+        shutil.copyfile(path / "metrics.csv", cell.metrics)
+    checkpoint.save(cell.checkpoint, model=model.state_dict(), **{k: weights[k] for k in FACTS},
+                    games=0, game_scores=[], game_frames=[])
+    cell.write_status(
+        state="interrupted", update=int(weights["update"]), global_step=int(weights["global_step"]),
+        checkpoint_update=int(weights["update"]), env_reset_seeds=status.get("env_reset_seeds", []),
+        # the entry's own history travels into the entry this cell is packed into
+        continued_from={"entry": str(cfg.zoo), "weights_sha1": _sha1(path / WEIGHTS), "update": int(weights["update"]),
+                        "global_step": int(weights["global_step"]), "commit": provenance.get("commit"),
+                        "total_timesteps": status.get("total_timesteps"),
+                        "continued_from": provenance.get("continued_from")},
+    )
+
+
+def check_continuation(cfg: Any, cell: CellDir, batch_size: int) -> tuple[Path, dict[str, Any], Any]:
+    """Every reason zoo entry `cfg.zoo` cannot train further in `cell`, as one ConfigError,
+    reading only: (entry folder, its weights file, the model with the weights in fp32), the
+    model None when the cell has started from the entry already."""
+    name = str(cfg.zoo)
+    path = entry_dir(name)
+    config, weights = read_entry(path)
+    _check_same_cell(name, config, cfg)
+    differ = [f"{key}: {a} -> {b}" for key, a, b in
+              changes(training_identity(config), training_identity(OmegaConf.to_container(cfg, resolve=True)))
+              if key != "total_timesteps"]  # the one setting that training further changes
+    if differ:
+        raise ConfigError(f"zoo={name}: the entry was trained with other settings ({'; '.join(differ[:4])}); "
+                          "it trains further only with its own (conf/experiment/zoo.yaml)")
+    if int(cfg.total_timesteps) // batch_size <= int(weights["update"]):
+        raise ConfigError(f"zoo={name}: the entry has trained {weights['update']} updates ({weights['global_step']:,} "
+                          f"agent steps); total_timesteps={cfg.total_timesteps} trains nothing more: ask for more")
+    if cell.status_file.exists() or cell.has_checkpoint() or cell.config.exists():
+        if (cell.status().get("continued_from") or {}).get("entry") == name:
+            return path, weights, None
+        raise ConfigError(f"{cell.path} exists and did not start from zoo entry {name} (evaluating the entry installs "
+                          "it there too); use another run_root= to train the entry further")
+    return path, weights, _model(path, weights)
 
 
 # ---------------------------------------------------------------------------------------
@@ -172,6 +243,8 @@ def pack(cell_path: Path, name: str, *, commit: str | None = None, command: str 
     provenance = {"commit": commit or status.get("commit") or source_commit(),
                   "trained_as": "/".join(cell_path.parts[-4:]), "command": command,
                   "random_agent": random_agent}
+    if status.get("continued_from"):  # trained further from an earlier entry (continue_training)
+        provenance["continued_from"] = status["continued_from"]
     atomic_write_text(target / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
     conf_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(conf_dir / f"{name}.yaml", (
