@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from fls import zoo
@@ -170,3 +171,25 @@ def test_training_an_entry_further_refuses_what_it_cannot_continue(args, message
     lines = [line for line in res.stderr.splitlines() if line.strip() and not line.startswith(("A.L.E", "[Powered"))]
     assert len(lines) == 1 and message in lines[0], lines
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_cell_left_half_made_by_a_crash_starts_from_the_entry_again(tmp_path):
+    name = "breakout_sparse_fls"
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=zoo", f"zoo={name}", f"run_root={tmp_path}"])
+    cell = RunLayout(tmp_path).cell("zoo", "breakout", "sparse_fls", 1)
+    _, weights = zoo.read_entry(REPO / "zoo" / name)
+    fp32 = {k: v.float() for k, v in weights["state_dict"].items()}
+    zoo.continue_training(cfg, cell, 1024)
+    assert cell.status()["continued_from"]["entry"] == name
+    for crash in ("before the checkpoint", "before the status"):
+        cell.checkpoint.unlink()
+        if crash == "before the status":
+            cell.status_file.unlink()
+        zoo.continue_training(cfg, cell, 1024)  # a rerun seeds the cell again
+        state = torch.load(cell.checkpoint, weights_only=False)
+        assert state["update"] == weights["update"] and all(torch.equal(state["model"][k], v) for k, v in fp32.items())
+    assert zoo.check_continuation(cfg, cell, 1024)[2] is None  # complete: it resumes as any cell
+    cell.write_status(continued_from=None)  # a cell of something else is never seeded over
+    with pytest.raises(ConfigError, match="did not start from zoo entry"):
+        zoo.continue_training(cfg, cell, 1024)

@@ -166,8 +166,6 @@ def continue_training(cfg: Any, cell: CellDir, batch_size: int) -> None:
     atomic_write_text(cell.config, OmegaConf.to_yaml(config))
     if (path / "metrics.csv").is_file():
         shutil.copyfile(path / "metrics.csv", cell.metrics)
-    checkpoint.save(cell.checkpoint, model=model.state_dict(), **{k: weights[k] for k in FACTS},
-                    games=0, game_scores=[], game_frames=[])
     cell.write_status(
         state="interrupted", update=int(weights["update"]), global_step=int(weights["global_step"]),
         checkpoint_update=int(weights["update"]), env_reset_seeds=status.get("env_reset_seeds", []),
@@ -177,6 +175,8 @@ def continue_training(cfg: Any, cell: CellDir, batch_size: int) -> None:
                         "total_timesteps": status.get("total_timesteps"),
                         "continued_from": provenance.get("continued_from")},
     )
+    checkpoint.save(cell.checkpoint, model=model.state_dict(), **{k: weights[k] for k in FACTS},
+                    games=0, game_scores=[], game_frames=[])
 
 
 def check_continuation(cfg: Any, cell: CellDir, batch_size: int) -> tuple[Path, dict[str, Any], Any]:
@@ -196,9 +196,12 @@ def check_continuation(cfg: Any, cell: CellDir, batch_size: int) -> tuple[Path, 
     if int(cfg.total_timesteps) // batch_size <= int(weights["update"]):
         raise ConfigError(f"zoo={name}: the entry has trained {weights['update']} updates ({weights['global_step']:,} "
                           f"agent steps); total_timesteps={cfg.total_timesteps} trains nothing more: ask for more")
-    if cell.status_file.exists() or cell.has_checkpoint() or cell.config.exists():
-        if (cell.status().get("continued_from") or {}).get("entry") == name:
-            return path, weights, None
+    # continue_training writes the status before the checkpoint: a cell of this entry with a
+    # checkpoint is complete; without one, or without a status, it holds nothing trained yet
+    ours = (cell.status().get("continued_from") or {}).get("entry") == name
+    if ours and cell.has_checkpoint():
+        return path, weights, None
+    if not ours and (cell.status_file.exists() or cell.has_checkpoint()):
         raise ConfigError(f"{cell.path} exists and did not start from zoo entry {name} (evaluating the entry installs "
                           "it there too); use another run_root= to train the entry further")
     return path, weights, _model(path, weights)
