@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from fls import zoo
+from fls.cell_lifecycle import open_training_cell
 from fls.errors import ConfigError
 from fls.rundir import RunLayout
 from fls.trained_cell import load_model
@@ -122,8 +123,9 @@ def test_a_zoo_entry_with_a_contradicting_cell_is_refused(tmp_path):
 
 
 def _train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "src/train.py", "experiment=zoo", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    flags = [a for a in args if a.startswith("-")]  # -m goes before the overrides
+    return subprocess.run([PYTHON, "src/train.py", *flags, "experiment=zoo", *[a for a in args if a not in flags]],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def test_an_entry_trains_further_from_its_weights_and_packs_with_its_history(tmp_path):
@@ -133,13 +135,18 @@ def test_an_entry_trains_further_from_its_weights_and_packs_with_its_history(tmp
     more = weights["global_step"] + rollout  # one update more
     res = _train(f"zoo={name}", f"run_root={tmp_path}", f"total_timesteps={more}")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert f"resuming at update {weights['update']}/" in res.stdout and "Adam starts afresh" in res.stdout
+    assert f"resuming at update {weights['update']}/" in res.stdout and "sampling stream start afresh" in res.stdout
+    assert f"update {weights['update'] + 1} runs at learning rate" in res.stdout
     cell = RunLayout(tmp_path).cell("zoo", "breakout", "sparse_fls", config["seed"])
     status = cell.status()
     assert status["state"] == "done" and status["global_step"] == more and status["update"] == weights["update"] + 1
     assert status["continued_from"]["entry"] == name and status["continued_from"]["global_step"] == weights["global_step"]
     rows = (REPO / "zoo" / name / "metrics.csv").read_text().splitlines()
     assert cell.metrics.read_text().splitlines()[: len(rows)] == rows and len(cell.metrics.read_text().splitlines()) == len(rows) + 1
+    # the schedule of the new total_timesteps: update U + 1 of U + 1 runs at 1/(U + 1) of the rate
+    new_row = dict(zip(rows[0].split(","), cell.metrics.read_text().splitlines()[-1].split(",")))
+    assert float(new_row["charts/learning_rate"]) == pytest.approx(config["ppo"]["learning_rate"] / (weights["update"] + 1))
+    assert int(float(new_row["charts/games"])) >= int(float(dict(zip(rows[0].split(","), rows[-1].split(",")))["charts/games"]))
     # one Adam update away from the entry's weights, far from a fresh initialisation
     trained = torch.load(cell.checkpoint, weights_only=False)["model"]
     moved = max((trained[k] - v.float()).abs().max().item() for k, v in weights["state_dict"].items() if v.is_floating_point())
@@ -160,6 +167,8 @@ def test_an_entry_trains_further_from_its_weights_and_packs_with_its_history(tmp
     (["total_timesteps=100000"], "trains nothing more"),
     (["pack=seeds", "pack.seeds=[1,2]"], "trains further alone; use pack=none"),
     (["installed"], "did not start from zoo entry breakout_sparse_fls"),
+    (["overwrite=true"], "zoo=breakout_sparse_fls with overwrite=true"),
+    (["-m", "model=sparse_fls,nature_cnn"], "the entry is sparse_fls on breakout, seed 1, but the command line asks for nature_cnn"),
 ])
 def test_training_an_entry_further_refuses_what_it_cannot_continue(args, message, tmp_path):
     if args == ["installed"]:  # the entry installed there for evaluation is not a cell to train
@@ -190,6 +199,12 @@ def test_a_cell_left_half_made_by_a_crash_starts_from_the_entry_again(tmp_path):
         state = torch.load(cell.checkpoint, weights_only=False)
         assert state["update"] == weights["update"] and all(torch.equal(state["model"][k], v) for k, v in fp32.items())
     assert zoo.check_continuation(cfg, cell, 1024)[2] is None  # complete: it resumes as any cell
+    cell.checkpoint.unlink()  # half made, then run with the plain line: refused, not trained from scratch
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        plain = compose("train", overrides=["experiment=zoo", f"run_root={tmp_path}"])
+    with pytest.raises(ConfigError, match=f"was being started from zoo entry {name}.*with zoo={name}"):
+        open_training_cell(plain, cell)
+    zoo.continue_training(cfg, cell, 1024)
     cell.write_status(continued_from=None)  # a cell of something else is never seeded over
     with pytest.raises(ConfigError, match="did not start from zoo entry"):
         zoo.continue_training(cfg, cell, 1024)

@@ -115,6 +115,10 @@ def open_training_cell(cfg: DictConfig, cell: CellDir) -> CellDir | None:
         config = OmegaConf.to_container(cfg, resolve=True)
         config.pop("hydra", None)
         atomic_write_text(cell.config, OmegaConf.to_yaml(config))
+    started_from = (cell.status().get("continued_from") or {}).get("entry")
+    if started_from and not cell.has_checkpoint():  # fls.zoo.continue_training stopped half-way
+        raise ConfigError(f"{cell.path} was being started from zoo entry {started_from} and has no checkpoint yet; "
+                          f"run the line again with zoo={started_from}")
     if cell.is_done():
         status = cell.status()
         log.info(

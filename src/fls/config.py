@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from fls.envs import check_env_config
 from fls.errors import ConfigError
-from fls.rundir import NAME
+from fls.rundir import NAME, cell_from_config
 
 # conf/ of this checkout: where evaluation and analysis find game configs by name
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -227,3 +227,10 @@ def check_train_config(cfg: Any) -> None:
     resolve_device(cfg.device)
     check_env_config(cfg.env, cfg.game)
     check_cell_location(cfg)
+    if cfg.get("zoo"):
+        if cfg.overwrite:
+            raise ConfigError(f"zoo={cfg.zoo} with overwrite=true: a cell trained further from an entry is not "
+                              "discarded this way; remove its directory, or use another run_root=")
+        from fls import zoo  # zoo reads the config's helpers: imported here, not at the top
+
+        zoo.check_continuation(cfg, cell_from_config(cfg), batch)

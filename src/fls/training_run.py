@@ -143,8 +143,6 @@ class TrainingRun:
         anything is trained; a packed job trains the cells it can, then raises CellsRefused
         naming the others."""
         check_train_config(cfg)  # before anything is written, the lock files included
-        if cfg.get("zoo"):  # a zoo entry trained further: one cell (check_train_config)
-            zoo.check_continuation(cfg, cell_from_config(cfg), batch_size)
         if num_updates * batch_size != int(cfg.total_timesteps):
             log.warning("total_timesteps=%s is not a multiple of the rollout (num_envs x ppo.num_steps = %d): "
                         "training %d updates = %d agent steps", cfg.total_timesteps, batch_size, num_updates,
@@ -153,7 +151,7 @@ class TrainingRun:
         configs = cell_configs(cfg)
         refused: dict[str, Exception] = {}
         with ExitStack() as held:
-            todo: dict[int, list[tuple[CellRun, ExitStack]]] = {}
+            todo: dict[tuple[int, bool], list[tuple[CellRun, ExitStack]]] = {}
             for one in configs:
                 cell = cell_from_config(one)
                 lock = ExitStack()
@@ -175,7 +173,9 @@ class TrainingRun:
                     refused[cell.cell.key] = e
                     log.error("%s: refused (%s: %s); its partners train", cell.cell.key, type(e).__name__, e)
                     continue
-                todo.setdefault(0 if state is None else int(state["update"]), []).append((cell_run, lock))
+                # one Adam schedule per run: cells at one update, all with optimizer state or none
+                start = (0, False) if state is None else (int(state["update"]), "optimizer" not in state)
+                todo.setdefault(start, []).append((cell_run, lock))
             for _, group in sorted(todo.items(), reverse=True):
                 locks = ExitStack()
                 for _, lock in group:
@@ -256,6 +256,9 @@ class TrainingRun:
         every checkpoint, so a trained cell can be opened without its config."""
         self._saved = {"agents": agents, "optimizer": optimizer, "facts": facts}
         states = [c.saved_state(device) for c in self.cells]
+        # a checkpoint of weights alone: a cell started from a zoo entry (fls.zoo.continue_training)
+        weights_only = [state is not None and "optimizer" not in state for state in states]
+        assert len(set(weights_only)) == 1, "open() groups cells by (update, weights only)"
         if states[0] is not None:
             for i, (c, state) in enumerate(zip(self.cells, states)):
                 agents.load_state_dict(i, state["model"])
@@ -263,18 +266,20 @@ class TrainingRun:
                 c.games.count = state["games"]
                 c.games.scores.extend(state["game_scores"])
                 c.games.frames.extend(state["game_frames"])
-                if not restore_generator(agents.generators[i], checkpoint.policy_rng_state(state["rng"], device), c.env_seed):
+                if weights_only[i]:  # no sampling stream to go on with: it starts as a new cell's does
+                    agents.generators[i].manual_seed(c.env_seed)
+                elif not restore_generator(agents.generators[i], checkpoint.policy_rng_state(state["rng"], device), c.env_seed):
                     log.warning("%s: its checkpoint's sampling stream was saved on another kind of device than %s; "
                                 "it restarts from seed %d (the run goes on, not as it would have uninterrupted)",
                                 c.key, device.type, c.env_seed)
                 log.info("%s: resuming at update %d/%d (agent step %d)", c.key, c.start_update,
                          self.num_updates, c.global_step)
-            if all("optimizer" in state for state in states):
+            if weights_only[0]:
+                log.warning("%s: the checkpoint holds a zoo entry's weights alone: Adam and the sampling stream "
+                            "start afresh at update %d", ", ".join(c.key for c in self.cells), self.cells[0].start_update)
+            else:
                 agents.load_optimizer_state_dicts(optimizer, [state["optimizer"] for state in states])
-            else:  # a cell started from a zoo entry's weights (fls.zoo.continue_training)
-                log.warning("%s: the checkpoint holds no optimizer state (a zoo entry's weights): Adam starts "
-                            "afresh at update %d", ", ".join(c.key for c in self.cells), self.cells[0].start_update)
-            checkpoint.set_rng_states(states[0]["rng"])
+                checkpoint.set_rng_states(states[0]["rng"])
             self.start_update = self.cells[0].start_update
         for i, c in enumerate(self.cells):
             c._state = None  # loaded: not kept in memory

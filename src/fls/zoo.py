@@ -32,6 +32,8 @@ import csv
 import hashlib
 import io
 import json
+import logging
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -41,10 +43,12 @@ import torch
 from omegaconf import OmegaConf
 
 from fls import checkpoint
-from fls.cell_lifecycle import source_commit, training_identity
+from fls.cell_lifecycle import TRAINING_KEYS, source_commit, training_identity
 from fls.config import changes
 from fls.errors import ConfigError
 from fls.rundir import REPO, CellDir, RunLayout, atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 ZOO_DIR = REPO / "zoo"
 ZOO_CONF = REPO / "conf" / "zoo"
@@ -114,16 +118,25 @@ def install(name: str, run_root: Path | str, zoo_dir: Path = ZOO_DIR) -> CellDir
         if cell.status().get("zoo_weights_sha1") != digest:
             raise ConfigError(f"{cell.path} holds another version of zoo entry {name} (or a cell trained there); "
                               "remove it, or use another run_root=")
-        return cell
+        if cell.has_checkpoint():
+            return cell
     model = _model(path, weights)  # weights that do not fit are found before anything is written
-    cell.path.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path / "config.yaml", cell.config)
-    if (path / "metrics.csv").is_file():
-        shutil.copyfile(path / "metrics.csv", cell.metrics)
-    checkpoint.save(cell.checkpoint, model=model.state_dict(), **{k: weights[k] for k in FACTS}, zoo=name)
     status = json.loads((path / "status.json").read_text())
-    cell.write_status(**status, zoo=name, zoo_weights_sha1=digest)
+    _write_cell(cell, path, weights, model, (path / "config.yaml").read_text(), {"zoo": name},
+                **status, zoo=name, zoo_weights_sha1=digest)
     return cell
+
+
+def _write_cell(cell: CellDir, path: Path, weights: dict[str, Any], model: torch.nn.Module, config_yaml: str,
+                facts: dict[str, Any], **status: Any) -> None:
+    """The cell of entry `path`: its config, learning curve, status, then the checkpoint, the
+    last file written: a cell without one is half made and is written again."""
+    cell.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cell.config, config_yaml)
+    if (path / "metrics.csv").is_file():
+        atomic_write_bytes(cell.metrics, (path / "metrics.csv").read_bytes())
+    cell.write_status(**status)
+    checkpoint.save(cell.checkpoint, model=model.state_dict(), **{k: weights[k] for k in FACTS}, **facts)
 
 
 def select(cfg: Any) -> CellDir | None:
@@ -136,11 +149,11 @@ def select(cfg: Any) -> CellDir | None:
 
 
 def _check_same_cell(name: str, config: dict[str, Any], cfg: Any) -> None:
-    got = (STUDY, str(config["game"]["name"]), str(config["model"]["name"]), int(config["seed"]))
-    expected = (str(cfg.study), str(cfg.game.name), str(cfg.model.name), int(cfg.seed))
+    got = (str(config["game"]["name"]), str(config["model"]["name"]), int(config["seed"]))
+    expected = (str(cfg.game.name), str(cfg.model.name), int(cfg.seed))
     if got != expected:
-        raise ConfigError(f"zoo={name}: the entry is {got[2]} on {got[1]}, seed {got[3]}, but the command line "
-                          f"asks for {expected[2]} on {expected[1]}, seed {expected[3]} (study={expected[0]}); "
+        raise ConfigError(f"zoo={name}: the entry is {got[1]} on {got[0]}, seed {got[2]}, but the command line "
+                          f"asks for {expected[1]} on {expected[0]}, seed {expected[2]}; "
                           f"leave game/model/seed to the entry (conf/zoo/{name}.yaml)")
 
 
@@ -152,31 +165,36 @@ def _check_same_cell(name: str, config: dict[str, Any], cfg: Any) -> None:
 def continue_training(cfg: Any, cell: CellDir, batch_size: int) -> None:
     """Make `cell` a resumable cell at zoo entry `cfg.zoo`'s update, on its first use, so that
     src/train.py zoo=<entry> trains the entry further (to cfg.total_timesteps) as if it were
-    resuming it. An entry keeps no optimizer: Adam starts afresh (fls.training_run.resume
-    says so). A cell that exists already resumes as any cell if it started from this entry.
-    The caller holds the cell's training lock and has called check_continuation."""
+    resuming it. An entry keeps no optimizer: Adam and the sampling stream start afresh
+    (fls.training_run.resume), and the learning rate goes on from where the new
+    total_timesteps puts it (logged beside the entry's last). A cell that started from this
+    entry already resumes as any cell. The caller holds the cell's training lock."""
     path, weights, model = check_continuation(cfg, cell, batch_size)
     if model is None:  # the cell started from this entry before: it resumes
         return
     provenance = json.loads((path / PROVENANCE).read_text())
     status = json.loads((path / "status.json").read_text())
-    cell.path.mkdir(parents=True, exist_ok=True)
+    with (path / "metrics.csv").open(newline="") as f:
+        last = (list(csv.DictReader(f)) or [{}])[-1]
+    update, num_updates = int(weights["update"]), int(cfg.total_timesteps) // batch_size
+    if cfg.ppo.anneal_lr and "charts/learning_rate" in last:
+        lr = (1.0 - update / num_updates) * float(cfg.ppo.learning_rate)  # that of update `update` + 1
+        log.warning("zoo=%s: update %d runs at learning rate %.3g, annealed over %d updates; the entry's last ran at "
+                    "%s (total_timesteps=%s gives the entry's own schedule)", cfg.zoo, update + 1, lr, num_updates,
+                    f"{float(last['charts/learning_rate']):.3g}", status.get("total_timesteps"))
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
-    atomic_write_text(cell.config, OmegaConf.to_yaml(config))
-    if (path / "metrics.csv").is_file():
-        shutil.copyfile(path / "metrics.csv", cell.metrics)
-    cell.write_status(
-        state="interrupted", update=int(weights["update"]), global_step=int(weights["global_step"]),
-        checkpoint_update=int(weights["update"]), env_reset_seeds=status.get("env_reset_seeds", []),
+    _write_cell(
+        cell, path, weights, model, OmegaConf.to_yaml(config),
+        {"games": int(float(last.get("charts/games") or 0)), "game_scores": [], "game_frames": []},
+        state="interrupted", update=update, global_step=int(weights["global_step"]), checkpoint_update=update,
+        env_reset_seeds=status.get("env_reset_seeds", []),
         # the entry's own history travels into the entry this cell is packed into
-        continued_from={"entry": str(cfg.zoo), "weights_sha1": _sha1(path / WEIGHTS), "update": int(weights["update"]),
+        continued_from={"entry": str(cfg.zoo), "weights_sha1": _sha1(path / WEIGHTS), "update": update,
                         "global_step": int(weights["global_step"]), "commit": provenance.get("commit"),
                         "total_timesteps": status.get("total_timesteps"),
                         "continued_from": provenance.get("continued_from")},
     )
-    checkpoint.save(cell.checkpoint, model=model.state_dict(), **{k: weights[k] for k in FACTS},
-                    games=0, game_scores=[], game_frames=[])
 
 
 def check_continuation(cfg: Any, cell: CellDir, batch_size: int) -> tuple[Path, dict[str, Any], Any]:
@@ -188,7 +206,7 @@ def check_continuation(cfg: Any, cell: CellDir, batch_size: int) -> tuple[Path, 
     config, weights = read_entry(path)
     _check_same_cell(name, config, cfg)
     differ = [f"{key}: {a} -> {b}" for key, a, b in
-              changes(training_identity(config), training_identity(OmegaConf.to_container(cfg, resolve=True)))
+              changes(training_identity(config), training_identity(OmegaConf.masked_copy(cfg, list(TRAINING_KEYS))))
               if key != "total_timesteps"]  # the one setting that training further changes
     if differ:
         raise ConfigError(f"zoo={name}: the entry was trained with other settings ({'; '.join(differ[:4])}); "
@@ -196,10 +214,13 @@ def check_continuation(cfg: Any, cell: CellDir, batch_size: int) -> tuple[Path, 
     if int(cfg.total_timesteps) // batch_size <= int(weights["update"]):
         raise ConfigError(f"zoo={name}: the entry has trained {weights['update']} updates ({weights['global_step']:,} "
                           f"agent steps); total_timesteps={cfg.total_timesteps} trains nothing more: ask for more")
-    # continue_training writes the status before the checkpoint: a cell of this entry with a
-    # checkpoint is complete; without one, or without a status, it holds nothing trained yet
     ours = (cell.status().get("continued_from") or {}).get("entry") == name
-    if ours and cell.has_checkpoint():
+    if ours and cell.has_checkpoint():  # complete (_write_cell): it resumes as any cell
+        planned = OmegaConf.load(cell.config).get("total_timesteps") if cell.config.exists() else None
+        if planned is not None and int(planned) != int(cfg.total_timesteps):
+            raise ConfigError(f"{cell.path} trains zoo entry {name} further to total_timesteps={planned}; to go "
+                              f"beyond, pack it as an entry (python -m fls.zoo pack {cell.path} <entry>) and train "
+                              "that further, or use another run_root=")
         return path, weights, None
     if not ours and (cell.status_file.exists() or cell.has_checkpoint()):
         raise ConfigError(f"{cell.path} exists and did not start from zoo entry {name} (evaluating the entry installs "
@@ -235,6 +256,8 @@ def pack(cell_path: Path, name: str, *, commit: str | None = None, command: str 
         rows = list(csv.DictReader(f))
     if rows and trained.get("eprewmean") is None:  # an interrupted run's status has no final score
         trained["eprewmean"] = float(rows[-1]["charts/eprewmean"])
+    if isinstance(trained.get("eprewmean"), float) and math.isnan(trained["eprewmean"]):
+        trained["eprewmean"] = None  # no game ended in the window; status.json stays strict JSON
     if status.get("state") != "done":
         trained["note"] = (f"training was stopped at update {state['update']} of {status.get('num_updates')} "
                            f"(state {status.get('state')}); the entry is that checkpoint")
