@@ -97,6 +97,28 @@ def test_a_packed_cell_installs_and_acts_as_the_cell(trained_cell, tmp_path):
         zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
 
 
+def test_a_run_stopped_past_its_checkpoint_packs_the_checkpoint_and_its_rows(trained_cell, tmp_path):
+    # what a killed run leaves: rows logged after the last checkpoint, a status still "running"
+    cell = tmp_path / "cell"
+    shutil.copytree(trained_cell, cell)
+    update = json.loads((cell / "status.json").read_text())["checkpoint_update"]
+    lines = (cell / "metrics.csv").read_text().splitlines()
+    extra = lines[-1].split(",")
+    extra[0], extra[4] = str(update + 1), "999.0"
+    (cell / "metrics.csv").write_text("\n".join([*lines, ",".join(extra)]) + "\n")
+    status = json.loads((cell / "status.json").read_text())
+    status.pop("eprewmean", None)
+    (cell / "status.json").write_text(json.dumps({**status, "state": "running"}))
+
+    entry = zoo.pack(cell, "stopped", commit="0" * 40, zoo_dir=tmp_path / "zoo", conf_dir=tmp_path / "conf_zoo")
+    rows = (entry / "metrics.csv").read_text().splitlines()
+    assert rows == lines and int(rows[-1].split(",")[0]) == update
+    packed = json.loads((entry / "status.json").read_text())
+    last_score = lines[-1].split(",")[4]  # empty where no game ended in the window
+    assert packed["update"] == update and packed["eprewmean"] == (float(last_score) if last_score else None)
+    assert "stopped at update" in packed["note"]
+
+
 def test_a_damaged_entry_is_one_line(trained_cell, tmp_path):
     zoo_dir = tmp_path / "zoo"
     entry = zoo.pack(trained_cell, "mine", commit="0" * 40, zoo_dir=zoo_dir, conf_dir=tmp_path / "conf_zoo")

@@ -47,6 +47,7 @@ from fls.cell_lifecycle import TRAINING_KEYS, source_commit, training_identity
 from fls.config import changes
 from fls.errors import ConfigError
 from fls.rundir import REPO, CellDir, RunLayout, atomic_write_bytes, atomic_write_text
+from fls.train_log import MetricsCSV
 
 log = logging.getLogger(__name__)
 
@@ -250,12 +251,13 @@ def pack(cell_path: Path, name: str, *, commit: str | None = None, command: str 
     atomic_write_bytes(target / WEIGHTS, buffer.getvalue())
     shutil.copyfile(cell_path / "config.yaml", target / "config.yaml")
     shutil.copyfile(cell_path / "metrics.csv", target / "metrics.csv")
+    metrics = MetricsCSV(target / "metrics.csv")
+    metrics.truncate_after(state["update"])  # a stopped run logs past its last checkpoint, which is the entry
+    rows = metrics.rows()
     trained = {k: status.get(k) for k in ("global_step", "update", "num_updates", "total_timesteps", "eprewmean",
                                           "started_at", "env_reset_seeds", "num_envs")}
-    with (cell_path / "metrics.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
     if rows and trained.get("eprewmean") is None:  # an interrupted run's status has no final score
-        trained["eprewmean"] = float(rows[-1]["charts/eprewmean"])
+        trained["eprewmean"] = float(rows[-1]["charts/eprewmean"] or "nan")  # empty: no game ended yet
     if isinstance(trained.get("eprewmean"), float) and math.isnan(trained["eprewmean"]):
         trained["eprewmean"] = None  # no game ended in the window; status.json stays strict JSON
     if status.get("state") != "done":
