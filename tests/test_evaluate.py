@@ -158,6 +158,8 @@ def test_video_and_contact_sheet(trained):
     assert res.returncode == 0, res.stderr[-2000:]
     record = json.loads((c.video_dir() / "video.json").read_text())
     assert record["has_saliency"] and record["games"][0]["map_max"] > 0
+    on_ball = record["games"][0]["map_at_ball"]  # Breakout's config locates the ball
+    assert on_ball["frames"] > 0 and 0 <= on_ball["on_ball"] <= 1 and 0 <= on_ball["on_ball_control"] <= 1
     frames = read_mp4(c.video_dir() / "game_0.mp4")
     steps = record["games"][0]["agent_steps"]
     assert frames.shape == (steps, 420, 740, 3)
@@ -174,7 +176,8 @@ def test_nature_cnn_video_shows_the_game_alone(trained):
     res = cli("src/evaluate.py", trained, "model=nature_cnn", "video=true", "eval.video.max_frames=200")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "has no attention map" in res.stdout + res.stderr
-    assert not json.loads((c.video_dir() / "video.json").read_text())["has_saliency"]
+    record = json.loads((c.video_dir() / "video.json").read_text())
+    assert not record["has_saliency"] and record["games"][0]["map_at_ball"] is None
     frames = read_mp4(c.video_dir() / "game_0.mp4")
     right = frames[:, :, 320:].astype(int)
     assert (np.abs(right[..., 0] - right[..., 2]) > 30).mean() < 0.001  # grey: no overlay

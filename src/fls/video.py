@@ -5,7 +5,9 @@ Each frame shows the raw 210 x 160 screen with the saliency map resized onto it
 saw with the map at its own resolution. Maps are divided by the largest value in the
 clip, so brightness compares across the clip. The map is the model's own
 (eval.video.map=model; nature_cnn has none: its video shows the game alone) or any post-hoc
-method of fls.saliency.posthoc (eval.video.map=greydanus), for any model.
+method of fls.saliency.posthoc (eval.video.map=greydanus), for any model. On a game whose
+config locates the ball (Breakout), video.json also says how often the map is on it
+(fls.saliency.ball).
 
 Games are played through the one env factory on the gymnasium backend, the one that
 exposes the raw RGB screen, with the cell's env settings (stack fill, no-ops, ...).
@@ -29,6 +31,7 @@ from PIL import Image, ImageDraw
 from fls.envs import AtariVec, make_vec_env
 from fls.evaluation import eval_game, eval_seed
 from fls.saliency import posthoc
+from fls.saliency.ball import map_at_ball
 from fls.saliency.metrics import upscale_saliency
 from fls.rundir import CellDir, atomic_write_text
 from fls.trained_cell import TrainedCell, open_trained_cell
@@ -142,8 +145,14 @@ def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
                 tmp = sheet_path.with_name(".contact_sheet.tmp.png")
                 sheet.save(tmp)
                 tmp.replace(sheet_path)
+            on_ball = map_at_ball(maps, played["raws"], game.ball) if game.get("ball") else None
             record["games"].append({"video": path.name, "score": played["score"], "frames": played["frames"],
-                                    "agent_steps": len(frames), "truncated": played["truncated"], "map_max": scale})
+                                    "agent_steps": len(frames), "truncated": played["truncated"], "map_max": scale,
+                                    "map_at_ball": on_ball})
             log.info("%s: %s (%d steps, score %.0f)", cell.cell.key, path, len(frames), played["score"])
+            if on_ball:
+                log.info("%s: the map is on the ball in %.0f%% of the %d frames that show it (at another "
+                         "frame's ball: %.0f%%)", cell.cell.key, 100 * on_ball["on_ball"], on_ball["frames"],
+                         100 * on_ball["on_ball_control"])
     atomic_write_text(out / "video.json", json.dumps(record, indent=2) + "\n")
     return record
