@@ -171,6 +171,21 @@ def test_video_and_contact_sheet(trained):
     assert sheet.size == (4 * 740, 2 * 420)
 
 
+def test_post_hoc_maps_are_drawn_each_over_its_own_peak_and_a_bad_scale_is_refused(trained):
+    from fls.video import map_scales
+    maps = [np.full((84, 84), 2.0, np.float32), None, np.full((84, 84), 50.0, np.float32)]
+    assert map_scales(maps, "clip") == [50.0] * 3 and map_scales(maps, "frame") == [2.0, 1.0, 50.0]
+    c = cell(trained, "sparse_fls")
+    before = sorted(p.name for p in c.path.rglob("*"))
+    res = cli("src/evaluate.py", trained, "model=sparse_fls", "video=true", "eval.video.scale=peak")
+    assert res.returncode == 2 and "eval.video.scale=peak: expected one of auto, clip, frame" in res.stderr
+    assert sorted(p.name for p in c.path.rglob("*")) == before
+    res = cli("src/evaluate.py", trained, "model=sparse_fls", "video=true", "eval.video.max_frames=200",
+              "eval.video.map=jacobian")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((c.video_dir("breakout", "jacobian") / "video.json").read_text())["scale"] == "frame"
+
+
 def test_nature_cnn_video_shows_the_game_alone(trained):
     c = cell(trained, "nature_cnn")
     res = cli("src/evaluate.py", trained, "model=nature_cnn", "video=true", "eval.video.max_frames=200")

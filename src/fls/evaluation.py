@@ -79,6 +79,10 @@ def eval_seed(cfg: DictConfig) -> int:
     return int(cfg.eval.seed_offset) + 1000 * int(cfg.seed)
 
 
+# what a video's maps are divided by (fls.video.map_scales)
+VIDEO_SCALES = ("auto", "clip", "frame")
+
+
 def check_eval_config(cfg: DictConfig) -> None:
     seeds = pack_seeds(cfg)
     pack_batching(cfg)
@@ -94,6 +98,8 @@ def check_eval_config(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.seed_offset={cfg.eval.seed_offset}: seeds must stay below 2**31")
     if cfg.eval.video.map not in posthoc.MAPS:
         raise ConfigError(f"eval.video.map={cfg.eval.video.map}: expected one of {', '.join(posthoc.MAPS)}")
+    if cfg.eval.video.scale not in VIDEO_SCALES:
+        raise ConfigError(f"eval.video.scale={cfg.eval.video.scale}: expected one of {', '.join(VIDEO_SCALES)}")
     if "posthoc" in cfg.eval.video:  # in evaluate's config (conf/evaluate.yaml), not in train's
         try:
             posthoc.check_posthoc_config(cfg.eval.video.posthoc, "eval.video.posthoc")

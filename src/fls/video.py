@@ -2,8 +2,9 @@
 
 Each frame shows the raw 210 x 160 screen with the saliency map resized onto it
 (bilinear, docs/protocol.md#saliency-map-of-a-frame) as a colour overlay, beside the 84 x 84 observation the agent
-saw with the map at its own resolution. Maps are divided by the largest value in the
-clip, so brightness compares across the clip. The map is the model's own
+saw with the map at its own resolution. The model's own maps are divided by the largest
+value in the clip, so brightness compares across the clip; post-hoc maps, whose peaks span
+orders of magnitude over a game, each by its own (eval.video.scale). The map is the model's own
 (eval.video.map=model; nature_cnn has none: its video shows the game alone) or any post-hoc
 method of fls.saliency.posthoc (eval.video.map=greydanus), for any model. On a game whose
 config locates the ball (Breakout), video.json also says how often the map is on it
@@ -106,6 +107,14 @@ def contact_sheet(frames: list[np.ndarray], steps: list[int], columns: int = 4) 
     return sheet
 
 
+def map_scales(maps: list[np.ndarray | None], how: str) -> list[float]:
+    """What each map is divided by to be drawn: the clip's largest value, or its own (`frame`)."""
+    peaks = [0.0 if m is None else float(m.max()) for m in maps]
+    if how == "frame":
+        return [p or 1.0 for p in peaks]
+    return [max(peaks, default=0.0) or 1.0] * len(maps)
+
+
 def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
     game = eval_game(cfg)
     trained = open_trained_cell(cfg, cell)
@@ -129,12 +138,17 @@ def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
     record: dict[str, Any] = {"cell": cell.cell.key, "eval_game": game.name, "checkpoint_global_step": trained.global_step,
                               "has_saliency": bool(model.has_saliency), "map": method, "games": []}
     settings = posthoc.PostHocSettings.from_config(video.posthoc)
+    scaling = str(video.scale)
+    if scaling == "auto":
+        scaling = "clip" if method in (None, "model") else "frame"
+    record["scale"] = scaling
     with envs:
         for g in range(int(video.games)):
             played = play_recorded_game(envs, trained, seed + g, bool(cfg.eval.sample), method, settings)
             maps = played["maps"]
-            scale = max((float(m.max()) for m in maps if m is not None), default=1.0) or 1.0
-            frames = [compose(r, o, m, scale) for r, o, m in zip(played["raws"], played["obs"], maps)]
+            scales = map_scales(maps, scaling)
+            scale = max(scales, default=1.0)
+            frames = [compose(r, o, m, k) for r, o, m, k in zip(played["raws"], played["obs"], maps, scales)]
             path = out / f"game_{g}.mp4"
             write_mp4(path, frames, int(video.fps))
             if g == 0:
