@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 # may change between a run and its resume.
 TRAINING_KEYS = ("game", "model", "ppo", "env", "seed", "total_timesteps", "num_envs")
 FREE_ENV_KEYS = ("num_threads",)
+# what videos read off the screen (fls.saliency.ball), not what training does: a cell trained
+# before a game config located its ball resumes, and a zoo entry trains further
+FREE_GAME_KEYS = ("ball",)
 
 
 def training_identity(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +41,8 @@ def training_identity(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     ident = {k: container.get(k) for k in TRAINING_KEYS}
     if isinstance(ident.get("env"), dict):
         ident["env"] = {k: v for k, v in ident["env"].items() if k not in FREE_ENV_KEYS}
+    if isinstance(ident.get("game"), dict):
+        ident["game"] = {k: v for k, v in ident["game"].items() if k not in FREE_GAME_KEYS}
     return ident
 
 
