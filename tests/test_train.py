@@ -215,11 +215,14 @@ def test_env_groups_change_the_schedule_not_the_games(tmp_path):
 
 
 def test_a_second_writer_of_a_cell_is_refused_naming_the_holder(tmp_path):
-    args = (f"total_timesteps={40 * STEPS_PER_UPDATE}", "checkpoint_every=100")
+    updates_planned = 6
+    args = (f"total_timesteps={updates_planned * STEPS_PER_UPDATE}", "checkpoint_every=100")
     first = subprocess.Popen(train_cmd(tmp_path, *args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     c = cell(tmp_path)
     try:
         wait_for_rows(c.metrics, 2, first)
+        # paused, the holder is alive and holds the lock however long the second takes to start
+        os.kill(first.pid, signal.SIGSTOP)
         rows_before = len(metric_rows(c.metrics))
         second = run(tmp_path, *args)
         assert second.returncode == 1
@@ -232,7 +235,7 @@ def test_a_second_writer_of_a_cell_is_refused_naming_the_holder(tmp_path):
         first.kill()
         first.wait()
     # a lock left by a killed process does not block the cell: the next run resumes it
-    res = run(tmp_path, "total_timesteps=" + str(40 * STEPS_PER_UPDATE), "checkpoint_every=100", timeout=600)
+    res = run(tmp_path, *args, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     updates = [int(r["update"]) for r in metric_rows(c.metrics)]
-    assert updates == list(range(1, 41))  # every update once
+    assert updates == list(range(1, updates_planned + 1))  # every update once
