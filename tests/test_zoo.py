@@ -25,7 +25,7 @@ ENTRIES = zoo.entries()
 
 
 def test_the_zoo_has_the_breakout_agents():
-    assert {"breakout_sparse_fls", "breakout_nature_cnn"} <= set(ENTRIES)
+    assert {"breakout_sparse_fls", "breakout_sparse_fls_first_conv", "breakout_nature_cnn"} <= set(ENTRIES)
 
 
 def test_the_readme_tables_are_the_entries_own():
@@ -64,6 +64,21 @@ def test_every_entry_evaluates_one_game_as_a_cell(name, tmp_path):
     summary = json.loads(cell.eval_summary(config["game"]["name"]).read_text())
     assert summary["n"] == 1 and summary["cell"] == cell.cell.key
     assert not (REPO / "zoo" / name / "eval" / config["game"]["name"] / "games.parquet").exists()
+
+
+def test_the_first_conv_agents_own_map_follows_the_ball(tmp_path):
+    # what the README's contact sheet shows, for the film `make demo` writes: the first game
+    # (the first 500 agent steps here), its own map on the ball in most frames that show it,
+    # far more often than the same maps read at other frames' balls
+    res = subprocess.run([PYTHON, "src/evaluate.py", "zoo=breakout_sparse_fls_first_conv", "video=true",
+                          "eval.video.max_frames=2000", f"run_root={tmp_path}"], cwd=REPO, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cell = RunLayout(tmp_path).cell("zoo", "breakout", "sparse_fls_first_conv", 1)
+    on_ball = json.loads((cell.video_dir("breakout") / "video.json").read_text())["games"][0]["map_at_ball"]
+    assert on_ball["frames"] > 200 and on_ball["on_ball"] > 0.5, on_ball
+    assert on_ball["on_ball"] > on_ball["on_ball_control"] + 0.2, on_ball
+    assert f"contact sheet {cell.video_dir('breakout') / 'contact_sheet.png'}" in res.stdout + res.stderr
 
 
 @pytest.fixture(scope="module")

@@ -169,4 +169,6 @@ def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
                          "frame's ball: %.0f%%)", cell.cell.key, 100 * on_ball["on_ball"], on_ball["frames"],
                          100 * on_ball["on_ball_control"])
     atomic_write_text(out / "video.json", json.dumps(record, indent=2) + "\n")
+    if int(video.games):
+        log.info("%s: contact sheet %s", cell.cell.key, out / "contact_sheet.png")
     return record
