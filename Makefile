@@ -40,14 +40,14 @@ paper: ## the paper's whole study: training, Tables 3-5 (Table 4 needs ATARI_HEA
 	$(MAKE) study EXPERIMENT=paper
 
 ZOO_AGENTS ?= breakout_nature_cnn,breakout_sparse_fls,breakout_sparse_fls_first_conv
-ZOO_FILMED ?= breakout_sparse_fls_first_conv,breakout_sparse_fls
+ZOO_FILMED ?= breakout_sparse_fls_first_conv
 demo: $(SETUP) ## the main job: a small Breakout study on CPU (make study EXPERIMENT=demo), then the trained zoo agents beside it
 	$(MAKE) study EXPERIMENT=demo
 	@echo "--- the trained agents of zoo/ (zoo/README.md), evaluated the same way"
 	$(PY) src/evaluate.py -m zoo=$(ZOO_AGENTS) eval.games=4 eval.num_envs=4 "run_root=$(RUN_ROOT)"
 	$(PY) -m analysis table3 --study zoo --run-root "$(RUN_ROOT)"
 	$(PY) src/evaluate.py -m zoo=$(ZOO_FILMED) video=true "run_root=$(RUN_ROOT)"
-	@echo "--- the zoo agents' saliency videos and contact sheets (their own maps) are where the lines above say"
+	@echo "--- the saliency video and contact sheet of the agent whose own map follows the ball: where the lines above say (ZOO_FILMED=breakout_sparse_fls_first_conv,breakout_sparse_fls films more)"
 
 saliency-demo: $(SETUP) ## Table 4 on the Atari-HEAD sample: train a small Ms. Pac-Man Sparse FLS cell, score it against human gaze
 	$(PY) src/train.py experiment=demo study=saliency_demo game=mspacman model=sparse_fls seed=1 "run_root=$(RUN_ROOT)" $(DEMO_ARGS)

@@ -12,6 +12,7 @@ divided by the larger peak of its two frames, so the two frames of a pair compar
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -38,6 +39,7 @@ DEFAULT_GAMES = ("breakout", "seaquest")
 DEFAULT_MODELS = ("dense_fls", "sparse_fls")
 REPLAY_STEPS = 600
 PANEL_W, PANEL_H, DPI = 2.0, 2.9, 100
+TITLE_CHARS = 30  # what fits on one line of a panel's title at fontsize 7
 DATA_COLUMNS = ["game", "model", "seed", "map", "replay_seed", "agent_step", "checkpoint_global_step", "map_peak"]
 
 
@@ -89,7 +91,9 @@ def build(run_root: Path | str, study: str, grid: Grid, games: list[str] | None 
                 peak = float(saliency_maps.max()) or 1.0
                 for (step, raw, _), saliency in zip(frames, saliency_maps):
                     what = "" if name == "model" else f" · {posthoc.LABELS[name]}"
-                    panels.append((game, f"{game_label(game)}, {model_label(model)}{what}\nstep {step}",
+                    # long model names wrap to the panel's width instead of running into the next title
+                    title = textwrap.fill(f"{game_label(game)}, {model_label(model)}{what}", TITLE_CHARS)
+                    panels.append((game, f"{title}\nstep {step}",
                                    overlay_on_screen(raw, saliency, peak)))
                     rows.append({"game": game, "model": model, "seed": seed, "map": name, "replay_seed": replay_seed,
                                  "agent_step": step, "checkpoint_global_step": trained.global_step, "map_peak": peak})
