@@ -74,11 +74,13 @@ def test_the_first_conv_agents_own_map_follows_the_ball(tmp_path):
                           "eval.video.max_frames=2000", f"run_root={tmp_path}"], cwd=REPO, capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    cell = RunLayout(tmp_path).cell("zoo", "breakout", "sparse_fls_first_conv", 1)
-    on_ball = json.loads((cell.video_dir("breakout") / "video.json").read_text())["games"][0]["map_at_ball"]
+    config, _ = zoo.read_entry(REPO / "zoo" / "breakout_sparse_fls_first_conv")
+    game = config["game"]["name"]
+    cell = RunLayout(tmp_path).cell("zoo", game, config["model"]["name"], config["seed"])
+    on_ball = json.loads((cell.video_dir(game) / "video.json").read_text())["games"][0]["map_at_ball"]
     assert on_ball["frames"] > 200 and on_ball["on_ball"] > 0.5, on_ball
     assert on_ball["on_ball"] > on_ball["on_ball_control"] + 0.2, on_ball
-    assert f"contact sheet {cell.video_dir('breakout') / 'contact_sheet.png'}" in res.stdout + res.stderr
+    assert f"contact sheet {cell.video_dir(game) / 'contact_sheet.png'}" in res.stdout + res.stderr
 
 
 @pytest.fixture(scope="module")

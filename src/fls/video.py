@@ -159,6 +159,7 @@ def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
                 tmp = sheet_path.with_name(".contact_sheet.tmp.png")
                 sheet.save(tmp)
                 tmp.replace(sheet_path)
+                log.info("%s: contact sheet %s", cell.cell.key, sheet_path)
             on_ball = map_at_ball(maps, played["raws"], game.ball) if game.get("ball") else None
             record["games"].append({"video": path.name, "score": played["score"], "frames": played["frames"],
                                     "agent_steps": len(frames), "truncated": played["truncated"], "map_max": scale,
@@ -169,6 +170,4 @@ def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
                          "frame's ball: %.0f%%)", cell.cell.key, 100 * on_ball["on_ball"], on_ball["frames"],
                          100 * on_ball["on_ball_control"])
     atomic_write_text(out / "video.json", json.dumps(record, indent=2) + "\n")
-    if int(video.games):
-        log.info("%s: contact sheet %s", cell.cell.key, out / "contact_sheet.png")
     return record
