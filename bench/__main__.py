@@ -11,6 +11,8 @@ P3   Dense FLS PPO update (minibatch forward+backward) with the best speed optio
 P4   fls.saliency.metrics frames/s / a direct implementation with Python loops, same values
 P5   frames/s of every saliency map (fls.saliency.posthoc) at 84 x 84, and its per-frame cost
      relative to the model's own map (Nature CNN, which has none: Sparse FLS's own map)
+     checks: frames/s of each saliency check (randomization, deletion, insertion) per map, as
+     a ratio to the model's forward pass on the same frames (bench/bench_checks.py, issue 33)
      scaling: trainer and env-only SPS at 8, 16, 32, 64 envs
 
 The machine is noisy: only ratios within one run mean anything. Targets (issue 10) are for
@@ -30,6 +32,7 @@ from pathlib import Path
 import torch
 
 from bench import bench_metrics, bench_models, bench_pack, bench_saliency, throughput
+from bench import bench_checks
 
 OUT = Path(__file__).resolve().parent / "results" / "bench.json"
 
@@ -133,6 +136,7 @@ def markdown(result: dict) -> str:
     for r in result.get("p5", []):
         lines.append(f"| P5 {r['model']} saliency map `{r['method']}`, frames/s at 84x84 | {fmt(r['fps'], 1)} | "
                      f"{r['reference']} | {r['cost_vs_own_map']:.1f}x cost | |")
+    lines += bench_checks.markdown(result.get("checks", []))
     for r in result.get("scaling", []):
         lines.append(f"| scaling: trainer SPS, {r['num_envs']} envs (native, eager) | {fmt(r['trainer_sps'])} | "
                      f"env-only {fmt(r['env_sps'])} | {r['ratio']:.3f} | |")
@@ -142,13 +146,13 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps and sizes (a minute or two)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: p1, p2, p3, p4, p5, scaling")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: p1, p2, p3, p4, p5, checks, scaling")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    unknown = skip - {"p1", "p2", "p3", "p4", "p5", "scaling"}
+    unknown = skip - {"p1", "p2", "p3", "p4", "p5", "checks", "scaling"}
     if unknown:
-        parser.error(f"--skip {','.join(sorted(unknown))}: expected p1, p2, p3, p4, p5, scaling")
+        parser.error(f"--skip {','.join(sorted(unknown))}: expected p1, p2, p3, p4, p5, checks, scaling")
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     result: dict = {"meta": {"device": device, "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick,
@@ -170,6 +174,11 @@ def main() -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         result["p5"] = bench_saliency.run(["nature_cnn", "sparse_fls"], 16 if args.quick else 64, 16,
                                           1 if args.quick else 2, device)
+    if "checks" not in skip:
+        log("checks: saliency checks")
+        # sparse_fls has every map kind, its own included
+        result["checks"] = bench_checks.run(["sparse_fls"], 2 if args.quick else 4, 16, 1 if args.quick else 2,
+                                            "cuda" if torch.cuda.is_available() else "cpu")
     if "scaling" not in skip:
         result["scaling"] = measure_scaling(args.quick)
     result["meta"]["seconds"] = time.perf_counter() - start
