@@ -1,11 +1,11 @@
 """Interval estimates (analysis/intervals.py, scores.py, stats.py, efficiency.py; the CIs of
 Tables 3-5): known answers on synthetic score arrays, then a real small study.
 
-The real study is the session's two MsPacman smoke cells (conftest `mspacman_smoke_runs`,
-sparse_fls and nature_cnn, seed 1), copied, with seed 2 of both trained beside them, every
-cell evaluated on 2 short games and Sparse FLS scored on the bundled Atari-HEAD trial (20
-frames): one game, one trial, two seeds, all real files of the trainer, the evaluator and the
-scorer.
+The real study is the session's two Ms. Pac-Man smoke cells (conftest `mspacman_smoke_runs`,
+sparse_fls and nature_cnn, seed 1), copied, with seed 2 of both trained beside them (256
+steps), every cell evaluated on 2 short games and Sparse FLS scored on the bundled Atari-HEAD
+trial (20 frames): one game, one trial, two seeds, all real files of the trainer, the
+evaluator and the scorer.
 """
 
 from __future__ import annotations
@@ -221,7 +221,8 @@ def small(mspacman_smoke_runs, tmp_path_factory) -> Path:
     root = copy_runs(mspacman_smoke_runs, tmp_path_factory.mktemp("stats") / "runs")
     sample = REPO / "data" / "atari_head_sample"
     for command in (
-        ["src/train.py", "-m", "experiment=smoke", "game=mspacman", "model=sparse_fls,nature_cnn", "seed=2"],
+        ["src/train.py", "-m", "experiment=smoke", "game=mspacman", "model=sparse_fls,nature_cnn", "seed=2",
+         "total_timesteps=256"],
         ["src/evaluate.py", "-m", "experiment=smoke", "game=mspacman", "model=sparse_fls,nature_cnn", "seed=1,2",
          "eval.games=2", "eval.num_envs=2", "eval.max_frames=2000"],
         ["src/saliency.py", "-m", "experiment=smoke", "game=mspacman", "model=sparse_fls", "seed=1,2",
