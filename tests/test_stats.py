@@ -19,17 +19,19 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from analysis import stats, table3, table4
+from analysis import efficiency, stats, table3, table4, table5
 from analysis.__main__ import main
 from analysis.grid import Grid
 from analysis.intervals import Bootstrap, estimate, fraction_above, iqm, probability_of_improvement, rliable
 from analysis.load import FileSource
+from analysis.paper import PaperValues
 from analysis.render import Skipped
 from analysis.scores import reference_scores, run_matrix, seed_means
+from analysis.wandb_source import WandbSource
 from fls.rundir import RunLayout
 
 from conftest import PYTHON, REPO, copy_runs
-from test_analysis import write_eval
+from test_analysis import STUDY, StandInApi, stand_in_runs, syn_root, write_eval  # noqa: F401 (syn_root: a fixture)
 
 QUICK = Bootstrap(reps=500, seed=3)
 
@@ -322,3 +324,29 @@ def test_table4_bolds_a_baseline_that_beats_every_model():
     table = table4.section(ours, {}, "nss", ["mspacman"], ["sparse_fls"], grid).set_index("Model")
     assert table.loc["Sparse FLS", "MsPacman"] == "1.078 (1 seed)"
     assert table.loc["Center prior †", "MsPacman"] == "**1.157** (1 trial)"
+
+
+def test_a_real_study_without_saliency_or_breakout_infinite_skips_tables_4_and_5(mspacman_smoke_runs):
+    """issue 36: `make demo` printed all-dash Tables 4 and 5; a study with no data for them skips them."""
+    source = FileSource(mspacman_smoke_runs, "smoke")  # Sparse FLS on Ms. Pac-Man, never scored on Atari-HEAD
+    grid = Grid.of(source.cells())
+    skipped = table4.build(source, grid, PaperValues(), bootstrap=QUICK)
+    assert isinstance(skipped, Skipped) and skipped.reason.startswith(
+        "no saliency metrics in study 'smoke' at preset spec, 210x160, 'spec' alignment (src/saliency.py scores")
+    assert isinstance(table5.build(source, grid, PaperValues(), QUICK), Skipped)
+
+
+def test_sample_efficiency_reads_wandb_as_the_files(syn_root):
+    files = FileSource(syn_root, STUDY)
+    grid = Grid.of(files.cells())
+    online = WandbSource("team/fls-sweeps", STUDY, files=files, api=StandInApi(stand_in_runs(STUDY)))
+    ours = [a for a in efficiency.build(online, grid, QUICK) if not isinstance(a, Skipped)]
+    theirs = [a for a in efficiency.build(files, grid, QUICK) if not isinstance(a, Skipped)]
+    assert [a.name for a in ours] == [a.name for a in theirs] == ["efficiency_breakout", "efficiency_seaquest"]
+    for a, b in zip(ours, theirs):
+        pd.testing.assert_frame_equal(a.data, b.data)
+    curve = theirs[0].data.set_index(["model", "frames"])
+    # breakout/dense_fls: seeds 1 and 2 cover frames 1024-3072; 2 seeds: the IQM is their mean
+    first = curve.loc[("dense_fls", 1024.0)]
+    assert first["iqm"] == pytest.approx((0.5 + 0.25) / 2) and first["seeds"] == 2
+    assert first["lower"] <= first["iqm"] <= first["upper"]
