@@ -16,7 +16,7 @@ export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo study paper saliency-demo test test-slow test-all test-slurm slurm-up slurm-down sweep-status \
-        table2 table3 table4 table5 fig3 fig4 fig5 fig6 fig7 scatter analysis bench bench-models bench-learning clean-venv
+        table2 table3 table4 table5 stats poi fig3 fig4 fig5 fig6 fig7 scatter analysis bench bench-models bench-learning clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,8 @@ ZOO_AGENTS ?= breakout_nature_cnn,breakout_sparse_fls,breakout_sparse_fls_first_
 ZOO_FILMED ?= breakout_sparse_fls_first_conv
 demo: $(SETUP) ## the main job: a small Breakout study on CPU (make study EXPERIMENT=demo), then the trained zoo agents beside it
 	$(MAKE) study EXPERIMENT=demo
+	@echo "--- is FLS free? the demo's probability of improvement over Nature CNN, with its 95% CI (docs/statistics.md)"
+	$(PY) -m analysis poi --study demo --run-root "$(RUN_ROOT)"
 	@echo "--- the trained agents of zoo/ (zoo/README.md), evaluated the same way"
 	$(PY) src/evaluate.py -m zoo=$(ZOO_AGENTS) eval.games=4 eval.num_envs=4 "run_root=$(RUN_ROOT)"
 	$(PY) -m analysis table3 --study zoo --run-root "$(RUN_ROOT)"
@@ -64,13 +66,15 @@ test-slow: $(SETUP) ## the slow tests (longer real runs, torch.compile)
 test-all: $(SETUP) ## every test but the SLURM ones
 	$(PY) -m pytest -n auto -m "not slurm" $(PYTEST_ARGS)
 
-ARTEFACTS := table2 table3 table4 table5 fig3 fig4 fig5 fig6 fig7 scatter
+ARTEFACTS := table2 table3 table4 table5 stats poi fig3 fig4 fig5 fig6 fig7 scatter
 $(ARTEFACTS): $(SETUP)
 	$(PY) -m analysis $@ --study "$(STUDY)" --run-root "$(RUN_ROOT)"
 table2: ## Table 2: architectures and parameter counts, from the model registry
 table3: ## Table 3: evaluation scores of STUDY (make table3 STUDY=demo)
 table4: ## Table 4: saliency metrics on Atari-HEAD of STUDY
 table5: ## Table 5: Breakout vs BreakoutInfinite of STUDY
+stats: ## interval estimates of STUDY: aggregate scores, P(model > Nature CNN), performance profiles, sample efficiency
+poi: ## is FLS free? P(model > Nature CNN) of STUDY with 95% CIs, a table and rliable's interval plot
 fig3: ## Figure 3: reward curves of STUDY, one panel per game
 fig4: ## Figure 4: saliency maps on the game screen, two frames per game x model of STUDY
 fig5: ## Figure 5: an Atari-HEAD frame per game with each model's map and the human fixations
@@ -81,7 +85,7 @@ scatter: ## Figures 8-14: every evaluated game of STUDY at (length, score), one 
 analysis: $(SETUP) ## every artefact of STUDY
 	$(PY) -m analysis all --study "$(STUDY)" --run-root "$(RUN_ROOT)"
 
-bench: $(SETUP) ## throughput ratios (trainer vs env, dense FLS update, metrics), < 10 min
+bench: $(SETUP) ## throughput ratios (trainer vs env, dense FLS update, metrics, analysis of a 75-cell study), < 10 min
 	$(PY) -m bench
 
 bench-models: $(SETUP) ## forward+backward time of every model, as ratios to Nature CNN

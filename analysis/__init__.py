@@ -6,7 +6,10 @@
 One module per paper artefact, named after it: `table2` (parameter counts, from the model
 registry), `table3` (evaluation scores), `table4` (saliency metrics on Atari-HEAD, beside
 the paper's values), `table5` (Breakout vs BreakoutInfinite), `fig3` (reward curves; also
-Figures 6 and 7, the same plot for the ablation models). Outputs go to
+Figures 6 and 7, the same plot for the ablation models). Interval estimates (docs/statistics.md):
+`intervals` (rliable's bootstrap, seeded), `scores` (seed scores, human-normalised scores),
+`stats` (aggregates, probability of improvement, performance profiles), `efficiency`
+(sample-efficiency curves); Tables 3-5 carry their intervals themselves. Outputs go to
 `RunLayout(run_root).analysis_dir(study)` as `<artefact>.md/.csv/.tex` (tables) or
 `<artefact>.png/.svg` (figures).
 

@@ -7,7 +7,12 @@
     python -m analysis fig4 --study paper --games breakout,seaquest --models dense_fls,sparse_fls
     python -m analysis fig5 --study paper --maps model,greydanus   Atari-HEAD frames with maps
     python -m analysis scatter --study paper       fig8-fig14: every evaluated game, one figure per game
-    python -m analysis all --study paper           table2-5, fig3-fig14
+    python -m analysis stats --study paper         interval estimates: aggregate, poi, profiles, efficiency
+    python -m analysis poi --study demo --pairs sparse_fls:dense_fls   is FLS free? P(X > Nature CNN)
+    python -m analysis all --study paper           table2-5, stats, fig3-fig14
+
+Tables 3-5 carry 95% bootstrap intervals beside the paper's mean ± std (docs/statistics.md);
+--reps and --bootstrap-seed make them reproducible.
 
 Tables print as Markdown and are written as <artefact>.md, .csv (tidy numbers, one row per
 cell) and .tex; figures are written as <artefact>.png and .svg (plus .csv, the plotted
@@ -20,19 +25,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import fig3, fig4, fig5, scatter, table2, table3, table4, table5
+from analysis import fig3, fig4, fig5, scatter, stats, table2, table3, table4, table5
 from analysis.grid import Grid
+from analysis.intervals import DEFAULT_REPS, DEFAULT_SEED, Bootstrap
 from analysis.load import SourceError
 from analysis.sources import open_source
 from analysis.paper import DEFAULT_DIR, PaperValues
-from analysis.render import markdown, write_figure, write_table
+from analysis.render import Artefact, Skipped, markdown, write_figure, write_table
 from fls.rundir import RunLayout
 from fls.saliency import posthoc
 
 TABLES = ["table2", "table3", "table4", "table5"]
 FIGURES = list(fig3.FIGURES)
 SCATTERS = list(scatter.FIGURES)
-ARTEFACTS = [*TABLES, *FIGURES, "fig4", "fig5", *SCATTERS]
+STATS = list(stats.ARTEFACTS)
+ARTEFACTS = [*TABLES, *STATS, *FIGURES, "fig4", "fig5", *SCATTERS]
 
 
 def seed_list(text: str) -> list[int]:
@@ -45,8 +52,9 @@ def seed_list(text: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("artefact", choices=[*ARTEFACTS, "scatter", "all"],
-                        help="the paper's artefact to build (scatter: fig8-fig14, one per game)")
+    parser.add_argument("artefact", choices=[*ARTEFACTS, "scatter", "stats", "all"],
+                        help="the paper's artefact to build (scatter: fig8-fig14, one per game; stats: "
+                             f"{', '.join(STATS)})")
     parser.add_argument("--study", help="the sweep's name (runs/<study>/); optional for table2 only")
     parser.add_argument("--run-root", default="runs", help="where run directories are (default: runs)")
     parser.add_argument("--source", default="files",
@@ -71,16 +79,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(jacobian, integrated_gradients, gradcam, greydanus, greydanus_value)")
     parser.add_argument("--atari-head", type=Path, default=None,
                         help="Figure 5's Atari-HEAD folder (default: $ATARI_HEAD_ROOT, else the bundled sample)")
+    parser.add_argument("--reps", type=int, default=DEFAULT_REPS,
+                        help=f"bootstrap resamples of every interval (default {DEFAULT_REPS})")
+    parser.add_argument("--bootstrap-seed", type=int, default=DEFAULT_SEED,
+                        help=f"seed of the bootstrap: the same study, reps and seed give the same intervals (default {DEFAULT_SEED})")
+    parser.add_argument("--pairs", default=None,
+                        help="poi: more comparisons, x:y pairs of the study's models, comma-separated "
+                             f"(every model is compared with {stats.BASELINE} anyway)")
     return parser.parse_args(argv)
 
 
-def build_table(name: str, source, grid: Grid, args: argparse.Namespace):
+def build_table(name: str, source, grid: Grid, args: argparse.Namespace, bootstrap: Bootstrap):
     paper = PaperValues(args.paper_values)
     if name == "table3":
-        return table3.build(source, grid)
+        return table3.build(source, grid, bootstrap)
     if name == "table4":
-        return table4.build(source, grid, paper, args.resolution, args.alignment, args.preset)
-    return table5.build(source, grid, paper)
+        return table4.build(source, grid, paper, args.resolution, args.alignment, args.preset, bootstrap)
+    return table5.build(source, grid, paper, bootstrap)
 
 
 def build_figure(name: str, source, grid: Grid, metrics, args: argparse.Namespace, maps: list[str]):
@@ -105,7 +120,17 @@ def build_figure(name: str, source, grid: Grid, metrics, args: argparse.Namespac
             f"curve in study {study}; skipped")
 
 
-SKIPPED = {"table4": "no model with a saliency map (its own or a post-hoc one) on an Atari-HEAD game", "table5": "no breakout cells"}
+def show(name: str, built, out_dir: Path) -> None:
+    """Print a table (and write it), a figure's paths, or why an artefact is skipped."""
+    if isinstance(built, Skipped):
+        print(f"{built.name or name}: {built.reason}; skipped\n")
+    elif isinstance(built, Artefact):
+        print(markdown(built))
+        print("\n".join(f"wrote {p}" for p in write_table(built, out_dir)) + "\n")
+    else:
+        paths = write_figure(built.figure, built.name, out_dir, built.data)
+        print(f"## {built.title}\n")
+        print("\n".join([*(f"wrote {p}" for p in paths), *(f"- {n}" for n in built.notes)]) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     if bad:  # before any artefact is written
         print(f"error: --maps {','.join(bad)}: expected some of {', '.join(posthoc.MAPS)}", file=sys.stderr)
         return 2
-    wanted = ARTEFACTS if args.artefact == "all" else SCATTERS if args.artefact == "scatter" else [args.artefact]
+    try:
+        bootstrap = Bootstrap(args.reps, args.bootstrap_seed)
+        pairs = stats.parse_pairs(args.pairs)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    wanted = {"all": ARTEFACTS, "scatter": SCATTERS, "stats": STATS}.get(args.artefact, [args.artefact])
     if args.study is None and wanted != ["table2"]:
         print(f"error: {args.artefact} needs --study <name> (the sweep under {args.run_root}/)", file=sys.stderr)
         return 2
@@ -139,12 +170,17 @@ def main(argv: list[str] | None = None) -> int:
         if cells.empty:
             raise SourceError(f"no cells of study {args.study!r} in {source.description}")
         grid = Grid.of(cells, args.seeds)
-        metrics = source.metrics() if set(rest) & set(FIGURES) else None  # once for all figures
+        stats.check_pairs(pairs, grid.models)
+        metrics = source.metrics() if set(rest) & {*FIGURES, "efficiency"} else None  # once for all figures
     except (ValueError, SourceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
     for name in rest:
+        if name in STATS:
+            for built in stats.build(name, source, grid, bootstrap, pairs, metrics):
+                show(name, built, out_dir)
+            continue
         if name not in TABLES:
             try:
                 built, skipped = build_figure(name, source, grid, metrics, args, maps)
@@ -155,16 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                 if skipped:
                     print(skipped + "\n")
                 continue
-            paths = write_figure(built.figure, name, out_dir, built.data)
-            print(f"## {built.title}\n")
-            print("\n".join([*(f"wrote {p}" for p in paths), *(f"- {n}" for n in built.notes)]) + "\n")
+            show(name, built, out_dir)
             continue
-        built = build_table(name, source, grid, args)
-        if built is None:
-            print(f"{name}: {SKIPPED[name]} in study {args.study!r}; skipped\n")
-            continue
-        print(markdown(built))
-        print("\n".join(f"wrote {p}" for p in write_table(built, out_dir)) + "\n")
+        show(name, build_table(name, source, grid, args, bootstrap), out_dir)
     return 0
 
 

@@ -7,7 +7,8 @@ first seed with a checkpoint plays one game on the reference backend (the one th
 the raw screen), with its own env settings, actions sampled as in evaluation, at most
 `--replay-steps` agent steps (600); the two frames are at 1/3 and 2/3 of what it played. Each map is
 divided by the larger peak of its two frames, so the two frames of a pair compare.
-`--maps` draws a post-hoc map instead of (or beside) the model's own.
+`--maps` draws a post-hoc map instead of (or beside) the model's own. A colour bar gives the
+scale: the overlay's colour (fls.video's colormap) and opacity both grow with the map.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from analysis.grid import Grid  # noqa: E402
@@ -33,7 +36,7 @@ from fls.envs import make_vec_env  # noqa: E402
 from fls.evaluation import eval_seed  # noqa: E402
 from fls.rundir import RunLayout  # noqa: E402
 from fls.saliency import posthoc  # noqa: E402
-from fls.video import overlay_on_screen  # noqa: E402
+from fls.video import ALPHA, HEAT, overlay_on_screen  # noqa: E402
 
 DEFAULT_GAMES = ("breakout", "seaquest")
 DEFAULT_MODELS = ("dense_fls", "sparse_fls")
@@ -104,15 +107,18 @@ def build(run_root: Path | str, study: str, grid: Grid, games: list[str] | None 
     by_game = {g: v for g, v in by_game.items() if v}
     cols = max(len(v) for v in by_game.values())
     fig, axes = plt.subplots(len(by_game), cols, figsize=(PANEL_W * cols, PANEL_H * len(by_game)), dpi=DPI,
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     for row, game_panels in zip(axes, by_game.values()):
         for ax, (label, image) in zip(row, game_panels):
             ax.imshow(image, interpolation="nearest")
             ax.set_title(label, fontsize=7)
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), HEAT), ax=axes.ravel().tolist(), fraction=0.025, pad=0.01,
+                       aspect=30)
+    bar.set_label(f"map / pair's peak (opacity ≤ {ALPHA:.0%})", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
     fig.suptitle("Figure 4: saliency maps on the game screen", fontsize=10)
-    fig.tight_layout()
     notes.insert(0, f"one short replay per cell (seed = its evaluation seed, at most {steps} agent steps), "
                     "frames at 1/3 and 2/3; each pair of maps over its larger peak")
     return FigureArtefact("fig4", "Figure 4: game visualisations", fig, pd.DataFrame(rows, columns=DATA_COLUMNS), notes)

@@ -11,6 +11,8 @@ The sources (this one, and `wandb_source.WandbSource`) share one interface:
     metrics()          game, model, seed, frames, eprewmean       one row per PPO update
     eval_games(g)      game, model, seed, eval_game, score, frames, agent_steps, truncated, backend   one row per game
     saliency()         game, model, seed + trials.csv's columns    one row per Atari-HEAD trial
+    saliency_frames(game, trial, preset, resolution, alignment)
+                       model, seed, frame, map, nss, kl, sauc      one row per frame and map of one trial
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ GAME_COLUMNS = [*KEYS, "eval_game", "score", "frames", "agent_steps", "truncated
 TRIAL_COLUMNS = ["trial", "map", "preset", "resolution", "alignment", "nss", "kl", "sauc",
                  "nss_frames", "kl_frames", "sauc_frames", "frames", "checkpoint_global_step"]
 SALIENCY_COLUMNS = [*KEYS, *TRIAL_COLUMNS]
+FRAME_COLUMNS = ["model", "seed", "frame", "map", "nss", "kl", "sauc"]
 NOT_STARTED = "not started"
 
 
@@ -86,6 +89,7 @@ class FileSource:
         self.layout = RunLayout(run_root)
         self.study = study
         self.description = str(self.layout.study_dir(study))
+        self._games: dict[str | None, pd.DataFrame] = {}  # read once: Tables 3 and 5, stats and Figures 8-14 share them
 
     def _cells(self) -> list[CellDir]:
         return list(self.layout.cells(self.study))
@@ -106,6 +110,11 @@ class FileSource:
 
     def eval_games(self, eval_game: str | None = None) -> pd.DataFrame:
         """Every evaluated game; eval_game=None: each cell on its own game (Table 3)."""
+        if eval_game not in self._games:
+            self._games[eval_game] = self._read_eval_games(eval_game)
+        return self._games[eval_game].copy()
+
+    def _read_eval_games(self, eval_game: str | None) -> pd.DataFrame:
         frames = []
         for cell in self._cells():
             target = eval_game or cell.cell.game
@@ -134,6 +143,29 @@ class FileSource:
                 trials["preset"] = "spec"
             frames.append(_with_keys(trials.reindex(columns=TRIAL_COLUMNS), cell))
         return _concat(frames, SALIENCY_COLUMNS)
+
+    def saliency_frames(self, game: str, trial: str, preset: str, resolution: str, alignment: str) -> pd.DataFrame:
+        """The per-frame metrics of one trial behind the cells' trials.csv rows (for intervals
+        over frames when a study scored a single trial); cells whose trials.csv does not list
+        that trial and setting, or whose per-frame file is gone, contribute nothing."""
+        frames = []
+        for cell in self._cells():
+            if cell.cell.game != game:
+                continue
+            try:
+                listed = pd.read_csv(cell.saliency_trials, dtype={"trial": str})
+            except (FileNotFoundError, pd.errors.EmptyDataError):
+                continue
+            listed = listed if "preset" in listed else listed.assign(preset="spec")
+            if not ((listed.trial == str(trial)) & (listed.preset == preset) & (listed.resolution == resolution)
+                    & (listed.alignment == alignment)).any():
+                continue
+            path = cell.saliency_frames(trial, alignment, resolution, preset)
+            if not path.exists():
+                continue
+            part = pd.read_parquet(path, columns=["frame", "map", "nss", "kl", "sauc"])
+            frames.append(part.assign(model=cell.cell.model, seed=cell.cell.seed))
+        return _concat(frames, FRAME_COLUMNS)
 
 
 def first_trained(layout: RunLayout, study: str, game: str, model: str, seeds: list[int]):

@@ -33,6 +33,15 @@ class Artefact:
 
 
 @dataclass
+class Skipped:
+    """An artefact the study has no data for: the one line that says why (printed, nothing written)."""
+
+    reason: str
+    name: str | None = None
+    """the artefact's own name when it differs from the one asked for (efficiency_<game>)"""
+
+
+@dataclass
 class FigureArtefact:
     name: str
     """the paper's name for it: fig3, fig8, ...; also the output files' stem"""

@@ -4,7 +4,10 @@ Both columns pool all games of all seeds, as Table 3. The gain is that of Breako
 mean over Breakout's, taken over the seeds evaluated on both (so a seed evaluated on one
 game only cannot fake a gain); the table says when that is fewer seeds than a column shows.
 The paper printed only the BreakoutInfinite scores and the gain; the Breakout mean it
-implies (mean / (1 + gain)) is shown too, since its Table 3 is lost.
+implies (mean / (1 + gain)) is shown too, since its Table 3 is lost. Beside each column, the
+IQM over seeds of each seed's mean with its 95% stratified bootstrap interval (as Table 3's);
+Table 5 is one game, so there is no aggregate over games. A study with no Breakout cell
+evaluated on BreakoutInfinite has no Table 5 (skipped, saying so).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import math
 import pandas as pd
 
 from analysis.grid import Grid
+from analysis.intervals import Bootstrap, describe
 from analysis.paper import PaperValues
-from analysis.render import MISSING, Artefact, fmt_mean_std, fmt_number
+from analysis.render import MISSING, Artefact, Skipped, fmt_mean_std, fmt_number
 from analysis.style import model_label
-from analysis.table3 import cell_text, pooled_stats
+from analysis.table3 import cell_text, iqm_text, pooled_stats, with_iqm
 
 GAME, INFINITE = "breakout", "breakout_infinite"
 
@@ -34,16 +38,18 @@ def gain_percent(standard: pd.DataFrame, infinite: pd.DataFrame) -> tuple[float,
     return float(100 * (other - base) / abs(base)), len(paired)
 
 
-def build(source, grid: Grid, paper: PaperValues) -> Artefact | None:
+def build(source, grid: Grid, paper: PaperValues, bootstrap: Bootstrap | None = None) -> Artefact | Skipped:
+    bootstrap = bootstrap or Bootstrap()
     models = [m for m in grid.models if any((GAME, m, s) in grid.states for s in grid.seeds)]
-    if not models:
-        return None
-    standard = grid.restrict(source.eval_games(None))
-    standard = standard[standard.game == GAME]
     infinite = grid.restrict(source.eval_games(INFINITE))
     infinite = infinite[infinite.game == GAME]
-    std_stats = pooled_stats(standard, grid, [GAME], models).set_index("model")
-    inf_stats = pooled_stats(infinite, grid, [GAME], models).set_index("model")
+    if not models or infinite.empty:
+        return Skipped(f"no {GAME} cell of study {source.study!r} evaluated on {INFINITE} "
+                       f"(python src/evaluate.py -m ... game={GAME} eval.game={INFINITE})")
+    standard = grid.restrict(source.eval_games(None))
+    standard = standard[standard.game == GAME]
+    std_stats = with_iqm(pooled_stats(standard, grid, [GAME], models), standard, bootstrap).set_index("model")
+    inf_stats = with_iqm(pooled_stats(infinite, grid, [GAME], models), infinite, bootstrap).set_index("model")
     published = paper.table("table5")
     if published is not None:
         published = published[published.game == INFINITE].set_index("model")
@@ -62,6 +68,8 @@ def build(source, grid: Grid, paper: PaperValues) -> Artefact | None:
             "model": model, "paper_name": model_label(model),
             "breakout_mean": s["mean"], "breakout_std": s["std"], "breakout_games": s["n_games"], "breakout_seeds": s["n_seeds"],
             "infinite_mean": i["mean"], "infinite_std": i["std"], "infinite_games": i["n_games"], "infinite_seeds": i["n_seeds"],
+            "breakout_iqm": s["iqm"], "breakout_iqm_lower": s["iqm_lower"], "breakout_iqm_upper": s["iqm_upper"],
+            "infinite_iqm": i["iqm"], "infinite_iqm_lower": i["iqm_lower"], "infinite_iqm_upper": i["iqm_upper"],
             "expected_seeds": grid.n_seeds, "gain_percent": gain, "gain_seeds": paired, "backends": ",".join(backends),
             "paper_infinite_mean": p["mean"] if p is not None else math.nan,
             "paper_infinite_std": p["std"] if p is not None else math.nan,
@@ -69,7 +77,8 @@ def build(source, grid: Grid, paper: PaperValues) -> Artefact | None:
         }
         row["paper_breakout_implied"] = row["paper_infinite_mean"] / (1 + row["paper_gain_percent"] / 100)
         rows.append(row)
-        shown = {"Model": model_label(model), "Breakout": cell_text(s, False), "BreakoutInfinite": cell_text(i, False)}
+        shown = {"Model": model_label(model), "Breakout": cell_text(s, False), "Breakout IQM [95% CI]": iqm_text(s),
+                 "BreakoutInfinite": cell_text(i, False), "BreakoutInfinite IQM [95% CI]": iqm_text(i)}
         if len(backends) > 1:
             shown["gain"] = "n/a: env backends differ"
         elif math.isfinite(gain):
@@ -90,6 +99,7 @@ def build(source, grid: Grid, paper: PaperValues) -> Artefact | None:
         "Breakout cells evaluated on breakout (eval/breakout/) and on breakout_infinite (eval/breakout_infinite/); "
         "mean ± std over all games of all seeds; gain = BreakoutInfinite mean / Breakout mean - 1 over the seeds "
         "evaluated on both.",
+        f"IQM over seeds of each seed's mean score [95% CI]; {describe(bootstrap)}; (1 seed): no interval.",
         *(f"Breakout: {n}" for n in grid.coverage(have_std, "evaluated", games=[GAME], models=models)),
         *(f"BreakoutInfinite: {n}" for n in grid.coverage(have_inf, "evaluated", games=[GAME], models=models)),
     ]

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.load import (CELL_COLUMNS, EPREWMEAN, GAME_COLUMNS, METRIC_COLUMNS, SALIENCY_COLUMNS,
+from analysis.load import (CELL_COLUMNS, EPREWMEAN, FRAME_COLUMNS, GAME_COLUMNS, METRIC_COLUMNS, SALIENCY_COLUMNS,
                            SourceError, clean_curve, empty)
 from fls.train_log import X_AXIS
 
@@ -123,3 +123,8 @@ class WandbSource:
 
     def saliency(self) -> pd.DataFrame:
         return self.files.saliency() if self.files else empty(SALIENCY_COLUMNS)
+
+    def saliency_frames(self, game: str, trial: str, preset: str, resolution: str, alignment: str) -> pd.DataFrame:
+        if not self.files:
+            return empty(FRAME_COLUMNS)
+        return self.files.saliency_frames(game, trial, preset, resolution, alignment)

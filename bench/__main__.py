@@ -11,13 +11,15 @@ P3   Dense FLS PPO update (minibatch forward+backward) with the best speed optio
 P4   fls.saliency.metrics frames/s / a direct implementation with Python loops, same values
 P5   frames/s of every saliency map (fls.saliency.posthoc) at 84 x 84, and its per-frame cost
      relative to the model's own map (Nature CNN, which has none: Sparse FLS's own map)
-     checks: frames/s of each saliency check (randomization, deletion, insertion) per map, as
+P6   `python -m analysis all` (tables, interval estimates, figures) on a 75-cell paper-sized
+     synthetic study (bench/bench_analysis.py), seconds / the same with 100 bootstrap resamples
+P7   frames/s of each saliency check (randomization, deletion, insertion) per map, as
      a ratio to the model's forward pass on the same frames (bench/bench_checks.py, issue 33)
      scaling: trainer and env-only SPS at 8, 16, 32, 64 envs
 
 The machine is noisy: only ratios within one run mean anything. Targets (issue 10) are for
 the GPU machine: P1 >= 0.95, P3 <= 0.2, P4 >= 50; P2 (issue 20): k = 5 packed >= 1.0x the
-sequential runs here, >= 4x one cell's SPS on a GPU.
+sequential runs here, >= 4x one cell's SPS on a GPU. P6 (issue 32): under 60 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ from pathlib import Path
 
 import torch
 
-from bench import bench_metrics, bench_models, bench_pack, bench_saliency, throughput
-from bench import bench_checks
+from bench import bench_analysis, bench_checks, bench_metrics, bench_models, bench_pack, bench_saliency, throughput
 
 OUT = Path(__file__).resolve().parent / "results" / "bench.json"
 
@@ -136,7 +137,12 @@ def markdown(result: dict) -> str:
     for r in result.get("p5", []):
         lines.append(f"| P5 {r['model']} saliency map `{r['method']}`, frames/s at 84x84 | {fmt(r['fps'], 1)} | "
                      f"{r['reference']} | {r['cost_vs_own_map']:.1f}x cost | |")
-    lines += bench_checks.markdown(result.get("checks", []))
+    if "p6" in result:
+        p = result["p6"]
+        lines.append(f"| P6 `analysis all`, {p['cells']} paper-sized cells (tables, intervals, figures), seconds | "
+                     f"{p['all_seconds']:.1f} | the same, 100 bootstrap resamples: {p['reference_seconds']:.1f} s | "
+                     f"{p['ratio']:.2f} | < {p['target_seconds']:.0f} s (2 CPU cores) |")
+    lines += bench_checks.markdown(result.get("p7", []))
     for r in result.get("scaling", []):
         lines.append(f"| scaling: trainer SPS, {r['num_envs']} envs (native, eager) | {fmt(r['trainer_sps'])} | "
                      f"env-only {fmt(r['env_sps'])} | {r['ratio']:.3f} | |")
@@ -146,13 +152,13 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps and sizes (a minute or two)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: p1, p2, p3, p4, p5, checks, scaling")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: p1, p2, p3, p4, p5, p6, p7, scaling")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    unknown = skip - {"p1", "p2", "p3", "p4", "p5", "checks", "scaling"}
+    unknown = skip - {"p1", "p2", "p3", "p4", "p5", "p6", "p7", "scaling"}
     if unknown:
-        parser.error(f"--skip {','.join(sorted(unknown))}: expected p1, p2, p3, p4, p5, checks, scaling")
+        parser.error(f"--skip {','.join(sorted(unknown))}: expected p1, p2, p3, p4, p5, p6, p7, scaling")
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     result: dict = {"meta": {"device": device, "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick,
@@ -174,10 +180,13 @@ def main() -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         result["p5"] = bench_saliency.run(["nature_cnn", "sparse_fls"], 16 if args.quick else 64, 16,
                                           1 if args.quick else 2, device)
-    if "checks" not in skip:
-        log("checks: saliency checks")
+    if "p6" not in skip:
+        log("P6: analysis of a 75-cell study")
+        result["p6"] = bench_analysis.run()
+    if "p7" not in skip:
+        log("P7: saliency checks")
         # sparse_fls has every map kind, its own included
-        result["checks"] = bench_checks.run(["sparse_fls"], 2 if args.quick else 4, 16, 1 if args.quick else 2,
+        result["p7"] = bench_checks.run(["sparse_fls"], 2 if args.quick else 4, 16, 1 if args.quick else 2,
                                             "cuda" if torch.cuda.is_available() else "cpu")
     if "scaling" not in skip:
         result["scaling"] = measure_scaling(args.quick)

@@ -1,4 +1,4 @@
-"""checks: frames per second of the saliency checks (issue 33) for each map kind, as ratios to the
+"""P7: frames per second of the saliency checks (issue 33) for each map kind, as ratios to the
 model's forward pass on the same frames, measured in the same run.
 
     python bench/bench_checks.py [--models nature_cnn,sparse_fls] [--frames 8] [--quick]
@@ -90,7 +90,7 @@ def run(models: list[str], n_frames: int, batch: int, repeats: int, device: str,
                 fps = rate(work, frames[:n], min(batch, n), 1 if once else repeats, warm_up=check != "randomization")
                 rows.append({"model": name, "map": method, "check": check, "fps": fps, "ratio": fps / reference,
                              "frames": n, "steps": steps if check != "randomization" else None})
-                print(f"checks: {name} {method} {check}: {fps:,.2f} frames/s ({fps / reference:.2e} of the forward pass)",
+                print(f"P7: {name} {method} {check}: {fps:,.2f} frames/s ({fps / reference:.2e} of the forward pass)",
                       file=sys.stderr, flush=True)
     return rows
 
@@ -103,7 +103,7 @@ def markdown(rows: list[dict]) -> list[str]:
             continue
         forward = next(x["fps"] for x in rows if x["model"] == r["model"] and x["check"] == "forward")
         what = "curve alone, random order" if r["map"] == "random" else f"map `{r['map']}`"
-        lines.append(f"| checks: {r['model']} {r['check']}, {what}, frames/s | {r['fps']:,.2f} | "
+        lines.append(f"| P7 {r['model']} {r['check']}, {what}, frames/s | {r['fps']:,.2f} | "
                      f"forward pass {forward:,.0f} | {r['ratio']:.2e} | |")
     return lines
 

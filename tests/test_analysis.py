@@ -26,7 +26,7 @@ from analysis.__main__ import main
 from analysis.grid import Grid
 from analysis.load import FileSource, SourceError, read_metrics_csv
 from analysis.paper import PaperValues
-from analysis.render import Artefact, latex, markdown, markdown_table
+from analysis.render import Artefact, Skipped, latex, markdown, markdown_table
 from analysis.wandb_source import WandbSource, flat_config, run_cell, run_curve
 from fls.evaluation import GAME_COLUMNS, evaluate_cell, summarize, write_results
 from fls.rundir import CellDir, RunLayout
@@ -296,7 +296,10 @@ def test_table4_means_trials_per_seed_then_seeds_beside_the_paper(syn):
     assert nss.loc["Sparse FLS", "Breakout (paper)"] == "0.510 ± 0.055"
     assert nss.loc["Sparse FLS w/o final ReLU", "Breakout (paper)"] == "n/a"
     mean, std, _ = independent_table4("nss", "breakout", "sparse_fls")
-    assert nss.loc["Sparse FLS", "Breakout"] == f"{mean:.3f} ± {std:.3f} (2/3 seeds)"
+    ci = csv_row(data, metric="nss", game="breakout", row="sparse_fls", resolution="210x160", alignment="spec")
+    assert nss.loc["Sparse FLS", "Breakout"] == f"{mean:.3f} ± {std:.3f} [{ci['lower']:.3f}, {ci['upper']:.3f}] (2/3 seeds)"
+    # bootstrap over trials and seeds: the extremes are one seed's one trial (seed 1 trial 1: 0.6; seed 2 trial 2: 0.71)
+    assert 0.6 <= ci["lower"] < mean < ci["upper"] <= 0.71 and ci["ci_over"] == "trials"
     assert nss.loc["Dense FLS + sum-pooling", "Breakout"].startswith("**")  # highest NSS
     assert nss.loc["Dense FLS + sum-pooling", "Breakout"].endswith("(2/3 seeds)")
     assert nss.loc["Dense FLS + sum-pooling", "Seaquest"] == "—"
@@ -304,12 +307,13 @@ def test_table4_means_trials_per_seed_then_seeds_beside_the_paper(syn):
     sauc = csv_row(data, metric="sauc", game="breakout", row="dense_fls", resolution="210x160", alignment="spec")
     assert sauc["mean"] == pytest.approx((0.605 + 0.6) / 2) and sauc["n"] == 2
     kl = sections["KL divergence (lower is better)"].set_index("Model")
-    assert kl.loc["Sparse FLS", "Breakout"].startswith("**")  # lowest KL
-    assert not kl.loc["Dense FLS + sum-pooling", "Breakout"].startswith("**")
+    # lowest KL: the centre prior (2.55) beats every model, so it is bold and no model is (issue 36)
+    assert kl.loc["Center prior †", "Breakout"].startswith("**")
+    assert not any(kl.loc[m, "Breakout"].startswith("**") for m in ("Sparse FLS", "Dense FLS + sum-pooling"))
     # the model-free maps: one row each, over the game's trials (undefined NSS for a uniform map)
-    assert nss.loc["Center prior †", "Breakout"] == f"{np.mean([0.8, 0.85]):.3f} ± {np.std([0.8, 0.85]):.3f}"
+    assert nss.loc["Center prior †", "Breakout"].startswith(f"{np.mean([0.8, 0.85]):.3f} ± {np.std([0.8, 0.85]):.3f} [")
     assert nss.loc["Uniform †", "Breakout"] == "—"
-    assert kl.loc["Uniform †", "Seaquest"] == "2.550 ± 0.050"
+    assert kl.loc["Uniform †", "Seaquest"] == "2.550 ± 0.050 [2.500, 2.600]"  # two trials, 2.5 and 2.6
 
     other = table4.build(source, grid, PaperValues(PAPER_VALUES), alignment="paper")
     mean, _, _ = independent_table4("nss", "seaquest", "sparse_fls", alignment="paper")
@@ -324,15 +328,14 @@ def test_table4_without_paper_values_or_saliency_still_renders(syn, tmp_path):
     assert any("Paper values not found" in n for n in artefact.notes)
     markdown(artefact), latex(artefact)
 
-    layout = RunLayout(tmp_path)  # a study where no cell has saliency metrics yet
+    layout = RunLayout(tmp_path)  # a study where no cell has saliency metrics yet: no all-dash table (issue 36)
     for seed in (1, 2):
         layout.cell("bare", "breakout", "sparse_fls", seed).write_status(state="running")
     bare = FileSource(tmp_path, "bare")
-    artefact = table4.build(bare, Grid.of(bare.cells()), PaperValues(PAPER_VALUES))
-    nss = dict(artefact.sections)["NSS (higher is better)"].set_index("Model")
-    assert nss.loc["Sparse FLS", "Breakout"] == "—"
-    assert nss.loc["Sparse FLS", "Breakout (paper)"] == "0.510 ± 0.055"
-    assert any("0 of 2 seed runs with saliency metrics" in n for n in artefact.notes)
+    skipped = table4.build(bare, Grid.of(bare.cells()), PaperValues(PAPER_VALUES))
+    assert isinstance(skipped, Skipped) and skipped.reason.startswith(
+        "no saliency metrics in study 'bare' at preset spec, 210x160, 'spec' alignment (src/saliency.py scores")
+    assert isinstance(table5.build(bare, Grid.of(bare.cells()), PaperValues(PAPER_VALUES)), Skipped)
 
 
 # Table 5
