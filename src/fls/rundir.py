@@ -176,6 +176,21 @@ def _write_temporary(path: Path, data: bytes) -> Path:
 def _publish(tmp: Path, path: Path) -> None:
     durable_step("replace", path)
     os.replace(tmp, path)
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a rename in it survives a power loss (file data is synced before)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a folder: the rename is what they give
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -423,6 +438,7 @@ def keep_result(folder: Path, target_parent: Path, manifest: str = "summary.json
         os.fsync(f.fileno())
     durable_step("rename", target)
     os.rename(partial, target)
+    _sync_folder(target_parent)
     return target
 
 
@@ -616,8 +632,12 @@ class CellLock:
         self._fd: int | None = None
 
     def __enter__(self) -> "CellLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:  # a read-only or full file system
+            raise CellWriteError(f"{self.path}: cannot write: {e.strerror or e}; "
+                                 f"{self.activity} needs to write in {self.cell.path}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -296,6 +296,8 @@ class TrainingRun:
                 env_reset_seeds=[*status.get("env_reset_seeds", []), c.env_seed],
                 num_envs=int(c.cfg.num_envs),
                 state=RUNNING, started_at=now(), update=c.start_update, num_updates=self.num_updates,
+                # what is on disk: a kill after a checkpoint and before its status write left this behind
+                checkpoint_update=c.start_update if c.cell.has_checkpoint() else None,
                 global_step=c.global_step, total_timesteps=int(c.cfg.total_timesteps),
                 wandb_run_id=c.log.wandb_id, error=None, packed_with=[k.key for k in self.cells if k is not c] or None,
                 **job_info(),
