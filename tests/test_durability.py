@@ -371,8 +371,9 @@ SCENARIOS = {
 }
 
 
-# "first" writes what "overwrite" writes, with nothing to keep: in the slow suite
-@pytest.mark.parametrize("scenario", [pytest.param("first", marks=pytest.mark.slow), "changed", "overwrite"])
+# "changed" has every step the others have (and keeps the earlier result): the default suite's
+@pytest.mark.parametrize("scenario", [pytest.param("first", marks=pytest.mark.slow), "changed",
+                                      pytest.param("overwrite", marks=pytest.mark.slow)])
 def test_an_evaluation_killed_at_any_write_leaves_the_old_or_the_new_result(scenario, smoke_runs, tmp_path, faults):
     before, run = SCENARIOS[scenario]
     clean = linked(smoke_runs, tmp_path / "clean")
@@ -503,19 +504,24 @@ def test_scoring_killed_at_any_write_ends_as_a_clean_run(smoke_runs, atari_head_
         assert saliency_results(mspacman(root)) == expected, (n, steps[n - 1])
 
 
-def test_a_corrupt_cached_frames_file_is_recomputed(smoke_runs, atari_head_sample, tmp_path):
+@pytest.mark.parametrize("where", [0.25, 0.5, 0.75])
+def test_a_corrupt_cached_frames_file_is_recomputed(smoke_runs, atari_head_sample, tmp_path, caplog, where):
+    import pyarrow.parquet as pq
+
     root = linked(smoke_runs, tmp_path / "runs")
     cell = mspacman(root)
     score(root, atari_head_sample)
     expected = saliency_results(cell)
     path = next(cell.saliency_frames_dir().rglob("*.parquet"))
     data = bytearray(path.read_bytes())
-    middle = len(data) // 3
-    data[middle:middle + 64] = bytes(64)  # a damaged block in the middle; the footer (and key) still read
+    pages = len(data) - 8 - pq.read_metadata(path).serialized_size  # the data pages; the footer (and key) after
+    at = int(pages * where)
+    data[at:at + 16] = bytes(16)  # a damaged block: a traceback, or numbers read back wrong
     path.write_bytes(bytes(data))
     leftover = path.parent / f".{path.name}.4242.0123abcd.tmp"
     leftover.write_bytes(b"half")
     score(root, atari_head_sample)
+    assert f"{path} does not read back whole" in caplog.text
     assert saliency_results(cell) == expected and not leftover.exists()
 
 

@@ -397,7 +397,10 @@ def recover_result(folder: Path, manifest: str = "summary.json") -> None:
                 continue
             if (isinstance(pending, dict) and isinstance(pending.get(MANIFEST_HASHES), dict)
                     and isinstance(_result_of(folder, pending, None), Result)):
-                _publish(tmp, path)
+                try:
+                    _publish(tmp, path)
+                except OSError as e:
+                    raise write_refused(path, e) from None
                 break
     remove_temporaries(folder)
 
@@ -423,21 +426,25 @@ def keep_result(folder: Path, target_parent: Path, manifest: str = "summary.json
     names += [p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name not in names]
     partial = target_parent / f".{stamp}.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for name in names:
-        if name == manifest:
-            continue
-        try:
-            os.link(folder / name, partial / name)
-        except OSError:  # no hard links here (some network file systems): a copy
-            shutil.copy2(folder / name, partial / name)
-    # the manifest bytes read above, so the copy is what the stamp names
-    with open(partial / manifest, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    durable_step("rename", target)
-    os.rename(partial, target)
+    try:
+        partial.mkdir(parents=True)
+        for name in names:
+            if name == manifest:
+                continue
+            try:
+                os.link(folder / name, partial / name)
+            except OSError:  # no hard links here (some network file systems): a copy
+                shutil.copy2(folder / name, partial / name)
+        # the manifest bytes read above, so the copy is what the stamp names
+        with open(partial / manifest, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        durable_step("rename", target)
+        os.rename(partial, target)
+    except OSError as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise write_refused(target, e) from None
     _sync_folder(target_parent)
     return target
 
