@@ -714,3 +714,22 @@ def test_every_write_of_a_cell_killed_for_real(smoke_runs, atari_head_sample, tm
                                            (*SCORE, f"saliency.root={atari_head_sample}"),
                                            lambda root: saliency_results(mspacman(root)))
     assert len(steps) == 2 and all(r == clean for r in reruns), steps
+
+
+@pytest.mark.slow
+def test_overwrite_killed_at_every_write_for_real(tmp_path):
+    # a finished, evaluated cell discarded with overwrite=true and trained again: a kill while
+    # it is removed or retrained, then the same line again, ends as the clean run ends
+    template = tmp_path / "finished"
+    assert cli("src/train.py", template, *TRAIN).returncode == 0
+    assert cli("src/evaluate.py", template, *TRAIN, "eval.games=1", "eval.num_envs=1", "eval.max_frames=400").returncode == 0
+    cell = RunLayout(template).cell("smoke", "breakout", "nature_cnn", 1)
+    assert cell.eval_result() is not None
+
+    steps, reruns, clean = kill_everywhere(
+        tmp_path, "overwrite", lambda root: shutil.copytree(template, root), "src/train.py", (*TRAIN, "overwrite=true"),
+        lambda root: training_results(RunLayout(root).cell("smoke", "breakout", "nature_cnn", 1)))
+    removed = [s for s in steps if " remove " in s]
+    assert [Path(s.split()[-1]).name for s in removed[:3]] == ["eval", "checkpoint.pt", "status.json"], removed
+    assert "eval" not in " ".join(clean["files"])
+    assert all(same_training(r, clean) for r in reruns)
