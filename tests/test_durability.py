@@ -15,6 +15,7 @@ import importlib.util
 import io
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -36,7 +37,7 @@ from fls.errors import ConfigError
 from fls.evaluation import check_eval_config, evaluate_cells
 from fls.rundir import LOCK_PREFIX, CellDamaged, CellWriteError, RunLayout, cell_from_config
 from fls.saliency.scoring import check_saliency_config, score_cell
-from fls.train_log import COLUMNS, MetricsCSV
+from fls.train_log import MetricsCSV
 from launchers import status as sweep_status
 
 from conftest import PYTHON, REPO, copy_runs
@@ -182,8 +183,6 @@ def mspacman(root: Path, model: str = "sparse_fls"):
 def test_checkpoints_hold_only_what_weights_only_loads_and_old_ones_still_load(smoke_runs, tmp_path):
     state = torch.load(mspacman(smoke_runs).checkpoint, weights_only=True)  # no allowlist: tensors and plain values
     assert state["format"] == checkpoint.FORMAT
-    import random
-
     checkpoint.set_rng_states(state["rng"])
     a = (random.random(), np.random.random(), torch.rand(1).item())
     checkpoint.set_rng_states(state["rng"])
@@ -200,9 +199,10 @@ def test_checkpoints_hold_only_what_weights_only_loads_and_old_ones_still_load(s
 
 
 def test_evaluating_a_crafted_checkpoint_is_one_line_and_runs_nothing(smoke_runs, tmp_path):
-    root = copy_runs(smoke_runs, tmp_path / "runs")
+    root = linked(smoke_runs, tmp_path / "runs")
     cell = mspacman(root, "nature_cnn")
     marker = tmp_path / "ran"
+    cell.checkpoint.unlink()  # a link to the shared copy's file: a new file in its place
     torch.save({"format": checkpoint.FORMAT, "model": Payload(marker)}, cell.checkpoint)
     res = subprocess.run([PYTHON, "src/evaluate.py", "experiment=smoke", "game=mspacman", "model=nature_cnn",
                           f"run_root={root}", "eval.games=1", "eval.num_envs=1"], cwd=REPO, capture_output=True,
