@@ -17,13 +17,14 @@ The sources (this one, and `wandb_source.WandbSource`) share one interface:
 
 from __future__ import annotations
 
-import json
+import io
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fls.rundir import CellDir, RunLayout
+from fls.rundir import CellDamaged, CellDir, RunLayout
 from fls.train_log import X_AXIS
 
 EPREWMEAN = "charts/eprewmean"
@@ -118,13 +119,20 @@ class FileSource:
         frames = []
         for cell in self._cells():
             target = eval_game or cell.cell.game
-            # evaluation writes games.parquet first and summary.json last: no summary, not done
-            if not (cell.eval_summary(target).exists() and cell.eval_games(target).exists()):
+            # only a whole evaluation: summary.json and the games it names (fls.rundir.read_result)
+            try:
+                result = cell.eval_result(target)
+            except CellDamaged as e:
+                print(f"warning: {e}; left out (python src/evaluate.py ... eval.overwrite=true evaluates it again)",
+                      file=sys.stderr)
+                continue
+            if result is None:
                 continue
             # agent_steps: absent from evaluations written before it was recorded (NaN)
-            games = pd.read_parquet(cell.eval_games(target)).reindex(columns=["score", "frames", "agent_steps", "truncated"])
+            games = pd.read_parquet(io.BytesIO(result.files["games.parquet"]))
+            games = games.reindex(columns=["score", "frames", "agent_steps", "truncated"])
             # the env stack it was played on (summaries written before it was recorded: unknown)
-            settings = json.loads(cell.eval_summary(target).read_text()).get("settings", {})
+            settings = result.summary.get("settings", {})
             backend = settings.get("env", {}).get("backend", "unknown")
             frames.append(_with_keys(games, cell).assign(eval_game=target, backend=backend))
         return _concat(frames, GAME_COLUMNS)

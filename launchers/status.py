@@ -252,6 +252,7 @@ def collect(layout: RunLayout, study: str, use_slurm: bool = True) -> list[Row]:
                              "(restore it, or overwrite=true)")
         elif state == CellState.RESUMABLE:
             try:  # what the resume reads besides the checkpoint
+                dirs[cell].recorded_config()
                 MetricsCSV(dirs[cell].metrics).rows()
             except CellDamaged as e:
                 damaged[cell] = str(e)
@@ -367,7 +368,10 @@ def recorded_overrides(layout: RunLayout, cell: Cell, base: list[str]) -> tuple[
     d = CellDir(layout.root, cell)
     if not d.config.is_file():
         return ()
-    recorded = training_identity(OmegaConf.to_container(OmegaConf.load(d.config), resolve=True))
+    try:
+        recorded = training_identity(d.recorded_config())
+    except CellDamaged:  # the rerun refuses the cell in one line naming the file
+        return ()
     task = [o for o in base if not o.startswith("hydra")]
     cell_keys = [f"study={cell.study}", f"game={cell.game}", f"model={cell.model}", f"seed={cell.seed}"]
     GlobalHydra.instance().clear()

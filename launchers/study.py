@@ -38,7 +38,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from fls.config import CONF_DIR, group_options
-from fls.rundir import REPO, Cell, RunLayout
+from fls.rundir import REPO, Cell, CellDamaged, CellDir, RunLayout
 from fls.saliency.atari_head import GAMES as ATARI_HEAD_GAMES
 from hydra_plugins.fls_sweeper._grid import SweepError, cell_overrides, cells_of
 
@@ -78,6 +78,15 @@ def load_study(experiment: str, run_root: str, overrides: list[str]) -> Study:
                  list(overrides))
 
 
+def evaluated(cell: CellDir, game: str) -> bool:
+    """Whether the cell holds a whole evaluation on `game` (a damaged one is still to do:
+    its evaluation then says what is wrong in one line)."""
+    try:
+        return cell.eval_result(game) is not None
+    except CellDamaged:
+        return False
+
+
 def missing(study: Study, stage: str) -> list[Cell]:
     """The cells a stage still has to do, from their run directories."""
     layout = RunLayout(study.run_root)
@@ -87,9 +96,9 @@ def missing(study: Study, stage: str) -> list[Cell]:
         if stage == "train":
             todo = not d.is_done()
         elif stage == "evaluate":
-            todo = not d.eval_summary().exists()
+            todo = not evaluated(d, cell.game)
         elif stage == INFINITE:
-            todo = cell.game == "breakout" and not d.eval_summary(INFINITE).exists()
+            todo = cell.game == "breakout" and not evaluated(d, INFINITE)
         elif stage == "saliency":
             todo = cell.game in ATARI_HEAD_GAMES and cell.game != INFINITE and not d.saliency_trials.exists()
         else:

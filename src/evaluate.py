@@ -23,7 +23,7 @@ from fls.cli import check_command_line
 from fls.errors import CellsRefused, ConfigError
 from fls.config import cell_configs
 from fls.evaluation import check_eval_config, evaluate_cells
-from fls.rundir import CellBusy, CellDamaged, cell_from_config
+from fls.rundir import CellBusy, CellDamaged, CellWriteError, cell_from_config
 
 log = logging.getLogger("evaluate")
 
@@ -50,7 +50,7 @@ def evaluate(cfg: DictConfig):
 def main(cfg: DictConfig):
     try:
         return evaluate(cfg)
-    except (ConfigError, CheckpointError, CellBusy, CellDamaged, CellsRefused) as e:
+    except (ConfigError, CheckpointError, CellBusy, CellDamaged, CellWriteError, CellsRefused) as e:
         refuse(cfg, e)
 
 

@@ -21,7 +21,7 @@ from fls.checkpoint import CheckpointError
 from fls.cli import check_command_line
 from fls.config import cell_configs
 from fls.errors import ConfigError
-from fls.rundir import CellBusy, CellDamaged, cell_from_config
+from fls.rundir import CellBusy, CellDamaged, CellWriteError, cell_from_config
 from fls.saliency.atari_head import AtariHeadError
 from fls.saliency.scoring import check_saliency_config, score_cell
 
@@ -41,7 +41,7 @@ def main(cfg: DictConfig):
             if trials is None:  # nothing to score: leave no empty directory behind
                 cell.remove_if_empty()
             results[cell.cell.key] = None if trials is None else trials.to_dict("records")
-    except (ConfigError, CheckpointError, AtariHeadError, CellBusy, CellDamaged) as e:
+    except (ConfigError, CheckpointError, AtariHeadError, CellBusy, CellDamaged, CellWriteError) as e:
         refuse(cfg, e)
         return None
     return next(iter(results.values())) if len(cfgs) == 1 else results

@@ -28,7 +28,7 @@ from fls.errors import CellsRefused, ConfigError
 from fls.envs import make_vec_env
 from fls.models import autocast_context
 from fls.seed_pack import PackLayout, SeedPack
-from fls.rundir import CellBusy, CellDamaged
+from fls.rundir import CellBusy, CellDamaged, CellWriteError
 from fls.train_log import X_AXIS
 from fls.training_run import TrainingRun
 
@@ -220,7 +220,7 @@ def ppo(cfg: DictConfig, run: TrainingRun, num_updates: int) -> None:
 def main(cfg: DictConfig) -> dict | None:
     try:
         return train(cfg)
-    except (ConfigError, checkpoint.CheckpointError, CellBusy, CellDamaged, CellsRefused) as e:
+    except (ConfigError, checkpoint.CheckpointError, CellBusy, CellDamaged, CellWriteError, CellsRefused) as e:
         refuse(cfg, e)  # one line; in a sweep, this cell alone fails
 
 

@@ -387,3 +387,29 @@ def test_bad_meta_data_rows(tmp_path: Path):
     assert error(AtariHead, tmp_path).startswith(f"{path}:2: trial_id='x7'")
     write_v4_meta(tmp_path, ["ms_pacman,7,R"])
     assert error(AtariHead, tmp_path).startswith(f"{path}:2: 3 fields")
+
+
+def test_a_label_file_that_is_not_utf8_is_one_line(tmp_path: Path):
+    write_trial(tmp_path, 1, n=6)
+    path = tmp_path / "1_XY_123_Jan-01-00-00-00.txt"
+    lines = path.read_bytes().split(b"\n")
+    lines[4] = lines[4].replace(b",3,", b",\xff3,")  # one byte of another encoding in the 4th row
+    path.write_bytes(b"\n".join(lines))
+    message = error(read_labels, path)
+    assert message.startswith(f"{path}:5: not UTF-8 text (byte 0xff")
+
+
+def test_a_meta_data_file_that_is_not_utf8_is_one_line(tmp_path: Path):
+    path = write_v4_meta(tmp_path, [v4_row("ms_pacman", 7)])
+    path.write_bytes(path.read_bytes().replace(b"ms_pacman", b"ms_pac\xe9man"))
+    assert error(AtariHead, tmp_path).startswith(f"{path}:2: not UTF-8 text (byte 0xe9")
+
+
+def test_the_fingerprint_knows_the_archive_by_its_content(v4: Path):
+    info = AtariHead(v4).trial(7)
+    before = info.fingerprint()
+    data = bytearray(info.archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the same size, another archive
+    info.archive.write_bytes(bytes(data))
+    after = AtariHead(v4).trial(7).fingerprint()
+    assert after["archive_bytes"] == before["archive_bytes"] and after != before

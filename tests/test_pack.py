@@ -24,7 +24,7 @@ LOSSES = ["losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/o
 
 
 def weights(path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 @pytest.mark.parametrize("batching", ["loop", "vmap"])

@@ -110,6 +110,10 @@ BAD = [
     ("study=..", "study=..: expected a name"),
     ("game=breakout,seaquest", "a sweep needs -m"),
     ("torch_threads=-1", "torch_threads=-1"),
+    ("overwrite=no", "overwrite=no: expected true or false"),
+    ("env.episodic_life=2", "env.episodic_life=2: expected true or false"),
+    ("env.fire_reset=abc", "env.fire_reset=abc: expected true or false"),
+    ("log_every_s=abc", "log_every_s=abc: expected a number"),
 ]
 
 
@@ -185,6 +189,16 @@ def test_overwrite_with_a_bad_value_keeps_the_finished_cell(finished, tmp_path):
     before = results(cell)
     res = train(root, f"total_timesteps={2 * STEPS_PER_UPDATE}", "overwrite=true", "ppo.learning_rate=-1")
     assert res.returncode == 2 and "ppo.learning_rate=-1" in one_error_line(res)
+    assert results(cell) == before
+
+
+def test_a_switch_that_is_not_a_boolean_never_discards_a_finished_cell(finished, tmp_path):
+    # overwrite=no is the string "no", which is true: it retrained the cell
+    root = copy_of(finished, tmp_path)
+    cell = smoke_cell(root)
+    before = results(cell)
+    res = train(root, f"total_timesteps={2 * STEPS_PER_UPDATE}", "overwrite=no")
+    assert res.returncode == 2 and one_error_line(res) == "error: overwrite=no: expected true or false"
     assert results(cell) == before
 
 

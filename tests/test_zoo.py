@@ -116,6 +116,10 @@ def test_a_packed_cell_installs_and_acts_as_the_cell(trained_cell, tmp_path):
     weights = torch.load(entry / zoo.WEIGHTS, weights_only=True)
     weights["global_step"] += 1
     torch.save(weights, entry / zoo.WEIGHTS)
+    with pytest.raises(ConfigError, match="weights.pt: not the weights zoo entry mine records"):
+        zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
+    provenance = json.loads((entry / zoo.PROVENANCE).read_text())  # a new version, packed as such
+    (entry / zoo.PROVENANCE).write_text(json.dumps({**provenance, "weights_sha256": zoo.sha256(entry / zoo.WEIGHTS)}))
     with pytest.raises(ConfigError, match="holds another version of zoo entry mine"):
         zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
 
@@ -193,7 +197,7 @@ def test_an_entry_trains_further_from_its_weights_and_packs_with_its_history(tmp
     assert float(new_row["charts/learning_rate"]) == pytest.approx(config["ppo"]["learning_rate"] / (weights["update"] + 1))
     assert int(float(new_row["charts/games"])) >= int(float(dict(zip(rows[0].split(","), rows[-1].split(",")))["charts/games"]))
     # one Adam update away from the entry's weights, far from a fresh initialisation
-    trained = torch.load(cell.checkpoint, weights_only=False)["model"]
+    trained = torch.load(cell.checkpoint, weights_only=True)["model"]
     moved = max((trained[k] - v.float()).abs().max().item() for k, v in weights["state_dict"].items() if v.is_floating_point())
     assert 0 < moved < 0.05
     # the same line again: done, skipped; packed, the new entry names the one it grew from
@@ -241,7 +245,7 @@ def test_a_cell_left_half_made_by_a_crash_starts_from_the_entry_again(tmp_path):
         if crash == "before the status":
             cell.status_file.unlink()
         zoo.continue_training(cfg, cell, 1024)  # a rerun seeds the cell again
-        state = torch.load(cell.checkpoint, weights_only=False)
+        state = torch.load(cell.checkpoint, weights_only=True)
         assert state["update"] == weights["update"] and all(torch.equal(state["model"][k], v) for k, v in fp32.items())
     assert zoo.check_continuation(cfg, cell, 1024)[2] is None  # complete: it resumes as any cell
     cell.checkpoint.unlink()  # half made, then run with the plain line: refused, not trained from scratch

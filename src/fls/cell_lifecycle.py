@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from fls.config import changes
 from fls.errors import ConfigError
 from fls.train_log import MetricsCSV
-from fls.rundir import LOCK_PREFIX, REPO, CellDir, atomic_write_text, remove_if_empty, remove_temporaries
+from fls.rundir import LOCK_PREFIX, REPO, CellDir, atomic_write_text, durable_step, remove_if_empty, remove_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -88,22 +88,36 @@ def refuse(cfg: DictConfig, error: Exception) -> None:
     raise SystemExit(2 if isinstance(error, ConfigError) else 1)
 
 
+# What overwrite=true removes first: the results made from the checkpoint (a kill half-way
+# must not leave an evaluation of the old checkpoint beside a new one), then the checkpoint
+# and status (the cell is then one to start over), then the rest.
+DISCARD_FIRST = ("eval", "video", "saliency", "checkpoint.pt", "status.json")
+
+
+def discard(cell: CellDir) -> None:
+    """Remove a cell's results (not the lock this run holds), in an order that a kill at any
+    point leaves a cell that a rerun with overwrite=true discards, and one without starts over
+    or refuses, never one that mixes the old cell's results with a new one's."""
+    order = {name: i for i, name in enumerate(DISCARD_FIRST)}
+    children = sorted((c for c in cell.path.iterdir() if not c.name.startswith(LOCK_PREFIX)),
+                      key=lambda c: (order.get(c.name, len(order)), c.name))
+    for child in children:
+        durable_step("remove", child)
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
 def open_training_cell(cfg: DictConfig, cell: CellDir) -> CellDir | None:
     """The cell to train, or None when it is already done. Raises ConfigError. The caller
     has checked the config (check_train_config) and holds the cell's training lock."""
     if cfg.overwrite and cell.path.exists():
-        # Only on explicit request: the cell's results go away (not the lock this run holds).
-        for child in cell.path.iterdir():
-            if child.name.startswith(LOCK_PREFIX):
-                continue
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        discard(cell)
         log.warning("overwrite=true: discarded %s", cell.path)
     removed = remove_temporaries(cell.path) if cell.path.is_dir() else 0
     if removed:
         log.info("%s: removed %d temporary file(s) of a write that never finished", cell.path, removed)
     ident = training_identity(cfg)
     if cell.config.exists():
-        recorded = training_identity(OmegaConf.to_container(OmegaConf.load(cell.config), resolve=True))
+        recorded = training_identity(cell.recorded_config())
         differ = [f"{key}: {a} -> {b}" for key, a, b in changes(recorded, ident)]
         if differ:
             raise ConfigError(

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from fls.envs import check_env_config
+from fls.envs import ENV_SWITCHES, check_env_config
 from fls.errors import ConfigError
 from fls.rundir import NAME, cell_from_config
 
@@ -29,7 +29,19 @@ PPO_POSITIVE = ("learning_rate", "adam_eps", "clip_coef", "max_grad_norm")
 PPO_NON_NEGATIVE = ("ent_coef", "vf_coef")
 PPO_UNIT = ("gamma", "gae_lambda")
 PPO_COUNTS = ("num_steps", "num_minibatches", "update_epochs")
-PPO_SWITCHES = ("anneal_lr", "clip_vloss", "norm_adv")
+# Every boolean key of conf/ (tests/test_durability.py holds the list to the files): each must
+# be true or false. Hydra reads `overwrite=no` as the string "no", which Python calls true:
+# it discarded a finished cell. The keys an entry's config lacks are not checked there.
+SWITCHES = (
+    "overwrite", "video",
+    "ppo.anneal_lr", "ppo.clip_vloss", "ppo.norm_adv",
+    *(f"env.{key}" for key in ENV_SWITCHES),
+    "game.infinite",
+    "speed.channels_last", "speed.compile", "speed.bf16", "speed.fused_adam",
+    "eval.sample", "eval.overwrite", "eval.allow_unfinished",
+    "saliency.highscore_trials", "saliency.overwrite",
+    "plan.evaluate", "plan.breakout_infinite", "plan.saliency",
+)
 
 
 def changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -107,9 +119,22 @@ def check_ppo(ppo: Any) -> None:
     for key in PPO_UNIT:
         if not 0 <= as_float(f"ppo.{key}", ppo[key]) <= 1:
             raise ConfigError(f"ppo.{key}={ppo[key]}: expected a number from 0 to 1")
-    for key in PPO_SWITCHES:
-        if not isinstance(ppo[key], bool):
-            raise ConfigError(f"ppo.{key}={ppo[key]}: expected true or false")
+
+
+def check_switches(cfg: Any) -> None:
+    """Every key of SWITCHES that `cfg` has is true or false (not "no", 1, "abc")."""
+    for key in SWITCHES:
+        value = OmegaConf.select(cfg, key, default=None) if OmegaConf.is_config(cfg) else _select(cfg, key)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value}: expected true or false")
+
+
+def _select(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not hasattr(cfg, "get"):
+            return None
+        cfg = cfg.get(part)
+    return cfg
 
 
 def check_name(key: str, value: Any) -> str:
@@ -200,6 +225,7 @@ def cell_configs(cfg: Any) -> list[Any]:
 
 def check_train_config(cfg: Any) -> None:
     """Every reason a training cell could not start, as one ConfigError."""
+    check_switches(cfg)
     if len(pack_seeds(cfg)) > 1 and cfg.get("zoo"):
         raise ConfigError(f"zoo={cfg.zoo}: a zoo entry is one cell and trains further alone; use pack=none")
     pack_batching(cfg)
@@ -222,6 +248,8 @@ def check_train_config(cfg: Any) -> None:
         )
     if as_int("checkpoint_every", cfg.checkpoint_every) <= 0:
         raise ConfigError(f"checkpoint_every={cfg.checkpoint_every}: must be a positive number of updates")
+    if as_float("log_every_s", cfg.log_every_s) < 0:
+        raise ConfigError(f"log_every_s={cfg.log_every_s}: expected a number of seconds >= 0")
     if as_int("torch_threads", cfg.torch_threads) < 0:
         raise ConfigError(f"torch_threads={cfg.torch_threads}: expected 0 (torch's default) or a positive integer")
     resolve_device(cfg.device)

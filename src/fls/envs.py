@@ -101,7 +101,15 @@ def resolve_backend(env_cfg: Any, game_cfg: Any) -> str:
     return backend
 
 
+# The env keys that are true or false (fls.config.SWITCHES checks them with the others)
+ENV_SWITCHES = ("episodic_life", "fire_reset")
+
+
 def check_env_config(env_cfg: Any, game_cfg: Any) -> None:
+    """Every env key (conf/env/atari.yaml) and the game's frame limits, as ConfigError."""
+    for key in ENV_SWITCHES:
+        if not isinstance(env_cfg[key], bool):
+            raise ConfigError(f"env.{key}={env_cfg[key]}: expected true or false")
     resolve_backend(env_cfg, game_cfg)
     for key in ("noop_max", "num_threads"):
         value = env_cfg[key]

@@ -13,13 +13,17 @@ at each step (evaluate_cells, fls.seed_pack); each cell's games are the ones it 
 can flip a close draw). A cell refused for its files fails alone; its partners are scored.
 
 Results go to the cell's `eval/<eval_game>/`: games.parquet (one row per game) and
-summary.json, both written only when the evaluation is complete.
+summary.json, its manifest (fls.rundir.write_result: the games file's SHA-256), written
+only when the evaluation is complete and published as one result: a reader trusts the
+pair only when they agree, and a kill between the two renames is finished by the next
+run. A result with other settings than those asked for is not replaced but kept, every
+one in a folder of its own (eval/<eval_game>/previous/<time>_<hash>/); eval.overwrite=true
+replaces the current one. docs/durability.md.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import sys
 import time
@@ -33,11 +37,12 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.config import as_int, changes, load_group, pack_batching, pack_seeds, resolve_device
+from fls.config import as_int, changes, check_switches, load_group, pack_batching, pack_seeds, resolve_device
 from fls.checkpoint import CheckpointError
 from fls.errors import CellsRefused, ConfigError
 from fls.envs import AtariVec, check_env_config, make_vec_env, resolve_backend
-from fls.rundir import CellBusy, CellDamaged, CellDir, atomic_write_bytes, atomic_write_text
+from fls.rundir import (CellBusy, CellDamaged, CellDir, CellWriteError, keep_result, recover_result,
+                        remove_partial_copies, write_result)
 from fls.saliency import posthoc
 from fls.seed_pack import SeedPack, resolve_batching
 from fls.trained_cell import TrainedCell, open_trained_cell
@@ -84,6 +89,7 @@ VIDEO_SCALES = ("auto", "clip", "frame")
 
 
 def check_eval_config(cfg: DictConfig) -> None:
+    check_switches(cfg)
     seeds = pack_seeds(cfg)
     pack_batching(cfg)
     resolve_device(cfg.device)
@@ -179,7 +185,7 @@ def evaluate_cells(cfgs: list[DictConfig], cells: list[CellDir]) -> list[dict[st
                     continue
                 locks.enter_context(cell.lock(f"eval-{game.name}"))
                 plan = plan_evaluation(cfg, cell, game, trained)
-            except (ConfigError, CheckpointError, CellBusy, CellDamaged) as e:
+            except (ConfigError, CheckpointError, CellBusy, CellDamaged, CellWriteError) as e:
                 if len(cells) == 1:
                     raise
                 # one cell's damaged checkpoint or busy directory does not stop its partners
@@ -214,8 +220,8 @@ class EvalPlan:
 
 
 def plan_evaluation(cfg: DictConfig, cell: CellDir, game: DictConfig, trained: TrainedCell) -> EvalPlan | dict[str, Any]:
-    """What is left to do for the cell: its finished summary (skip), or its EvalPlan."""
-    summary_path, games_path = cell.eval_summary(game.name), cell.eval_games(game.name)
+    """What is left to do for the cell: its finished summary (skip), or its EvalPlan. The
+    caller holds the cell's evaluation lock for `game`."""
     limit = max_frames(cfg, game)
     settings = {
         "eval_game": game.name, "games": int(cfg.eval.games), "num_envs": int(cfg.eval.num_envs),
@@ -224,9 +230,8 @@ def plan_evaluation(cfg: DictConfig, cell: CellDir, game: DictConfig, trained: T
         # the env stack changes the scores (Table 5 divides two evaluations: same stack only)
         "env": env_protocol(cfg.env, game),
     }
-    previous = None
-    if summary_path.exists() and games_path.exists():
-        previous = json.loads(summary_path.read_text())
+    previous = open_result(cell, game.name, bool(cfg.eval.overwrite))
+    if previous is not None:
         if previous.get("settings") == settings and not cfg.eval.overwrite:
             log.info("%s: evaluation on %s is done (%d games, mean %.1f); skipping. eval.overwrite=true recomputes it",
                      cell.cell.key, game.name, previous["n"], previous["mean"])
@@ -284,27 +289,36 @@ def play_evaluations(plans: list[EvalPlan], game: DictConfig) -> list[dict[str, 
         if k > 1:
             summary["packed_with"] = [p.cell.cell.key for p in plans if p is not plan]
         if plan.previous is not None and not plan.cfg.eval.overwrite:
-            keep_previous(plan.cell, game.name)
-        write_results(plan.cell, game.name, mine, summary)
+            keep_result(plan.cell.eval_dir(game.name), plan.cell.eval_previous(game.name))
+        summary = write_results(plan.cell, game.name, mine, summary)
         log.info("%s on %s: %.1f +/- %.1f over %d games (%d truncated)", plan.cell.cell.key, game.name,
                  summary["mean"], summary["std"], summary["n"], summary["truncated"])
         summaries.append(summary)
     return summaries
 
 
-def keep_previous(cell: CellDir, eval_game: str) -> None:
-    """Move the current results aside (eval/<game>/previous/<time>/), summary first: a
-    folder is never left holding a summary without its games file."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"_{time.time_ns() % 10**6:06d}"
-    target = cell.eval_previous(eval_game) / stamp
-    target.mkdir(parents=True)
-    cell.eval_summary(eval_game).replace(target / "summary.json")
-    cell.eval_games(eval_game).replace(target / "games.parquet")
+def open_result(cell: CellDir, eval_game: str, overwrite: bool) -> dict[str, Any] | None:
+    """The summary of the cell's evaluation on `eval_game` (None: none), after finishing what a
+    killed writer left (a result whose manifest it did not publish) and removing its
+    leftovers. A result whose files disagree, or a damaged summary, is CellDamaged, unless it
+    is to be replaced anyway (overwrite). The caller holds the evaluation lock."""
+    folder = cell.eval_dir(eval_game)
+    recover_result(folder)
+    if cell.eval_previous(eval_game).is_dir():
+        remove_partial_copies(cell.eval_previous(eval_game))
+    try:
+        result = cell.eval_result(eval_game)
+    except CellDamaged as e:
+        if overwrite:
+            log.warning("%s; eval.overwrite=true replaces it", e)
+            return None
+        raise CellDamaged(f"{e}; eval.overwrite=true evaluates the cell again and replaces it") from None
+    return None if result is None else result.summary
 
 
-def write_results(cell: CellDir, eval_game: str, games: pd.DataFrame, summary: dict[str, Any]) -> None:
-    """games.parquet, then summary.json: a summary means its games file is complete."""
+def write_results(cell: CellDir, eval_game: str, games: pd.DataFrame, summary: dict[str, Any]) -> dict[str, Any]:
+    """games.parquet and summary.json as one result (fls.rundir.write_result); returns the
+    summary as written (with the games file's hash)."""
     buffer = io.BytesIO()
     games[GAME_COLUMNS].to_parquet(buffer, index=False)
-    atomic_write_bytes(cell.eval_games(eval_game), buffer.getvalue())
-    atomic_write_text(cell.eval_summary(eval_game), json.dumps(summary, indent=2) + "\n")
+    return write_result(cell.eval_dir(eval_game), {"games.parquet": buffer.getvalue()}, summary)

@@ -2,7 +2,8 @@
 
 metrics.csv is the record the analysis package reads: one row per PPO update, appended
 and flushed as each update ends. On resume it is cut back to the checkpoint's update
-(atomically), so a kill never leaves duplicate or orphan rows.
+(atomically), so a kill never leaves duplicate or orphan rows; a last row a kill or a full
+disk tore (no line end) is not a row, and goes too.
 
 W&B is optional and offline by default (no prompt, no network). The run is named
 `<game>/<model>/seed_<k>`, grouped by `<game>/<model>`, carries the flattened config, and
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fls.rundir import CellDamaged, CellDir, atomic_write_text
+from fls.rundir import CellDamaged, CellDir, atomic_write_text, durable_step, write_refused
 
 log = logging.getLogger(__name__)
 
@@ -56,49 +57,76 @@ class MetricsCSV:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._file: io.TextIOWrapper | None = None
+        self.torn = ""  # the last line, when a kill or a full disk cut it short (read by rows())
 
     def truncate_after(self, update: int) -> int:
-        """Drop rows past `update` (written after the last checkpoint). Returns rows kept."""
+        """Drop rows past `update` (written after the last checkpoint) and a torn last row.
+        Returns rows kept."""
         rows = self.rows()
         kept = [r for r in rows if int(r["update"]) <= update]
-        if len(kept) != len(rows):
+        if len(kept) != len(rows) or self.torn:
             buf = io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
             writer.writeheader()
             writer.writerows(kept)
             atomic_write_text(self.path, buf.getvalue())
-            log.info("metrics.csv: dropped %d rows logged after the checkpoint", len(rows) - len(kept))
+            if self.torn:
+                log.warning("metrics.csv: dropped its torn last line %r (a write cut short)", self.torn)
+                self.torn = ""
+            if len(kept) != len(rows):
+                log.info("metrics.csv: dropped %d rows logged after the checkpoint", len(rows) - len(kept))
         return len(kept)
 
     def rows(self) -> list[dict[str, str]]:
-        """The rows written so far; CellDamaged names the file and the first bad row."""
+        """The whole rows written so far; CellDamaged names the file and the first bad row. A
+        last line without its line end (torn by a kill or a full disk) is left out, in `torn`."""
+        self.torn = ""
         if not self.path.exists():
             return []
         try:
-            with self.path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
-        except (csv.Error, UnicodeDecodeError) as e:
+            text = self.path.read_bytes().decode()
+        except UnicodeDecodeError as e:
+            raise CellDamaged(f"{self.path}: damaged ({e}); {REPAIR}") from None
+        if text and not text.endswith("\n"):
+            text, _, self.torn = text.rpartition("\n")
+            text += "\n" if text else ""
+        try:
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        except csv.Error as e:
             raise CellDamaged(f"{self.path}: damaged ({e}); {REPAIR}") from None
         for line, row in enumerate(rows, start=2):
             value = row.get("update")
-            if value is None or not value.isdigit() or None in row:
+            if value is None or not value.isdigit() or None in row or None in row.values():
                 raise CellDamaged(f"{self.path}: line {line} is not a metrics row (update={value!r}); {REPAIR}")
         return rows
 
     def write(self, row: dict[str, Any]) -> None:
-        if self._file is None:
-            new = not self.path.exists() or self.path.stat().st_size == 0
-            self._file = self.path.open("a", newline="")
-            if new:
-                self._file.write(",".join(COLUMNS) + "\n")
-        csv.DictWriter(self._file, fieldnames=COLUMNS, lineterminator="\n").writerow(
-            {k: _fmt(row.get(k)) for k in COLUMNS}
-        )
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n").writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+        line = buf.getvalue()
+        try:
+            if self._file is None:
+                new = not self.path.exists() or self.path.stat().st_size == 0
+                self._file = self.path.open("a", newline="")
+                if new:
+                    self._file.write(",".join(COLUMNS) + "\n")
+                    self._file.flush()
+            durable_step("append", self.path, torn=lambda: self._append(line[: len(line) // 2]))
+            self._append(line)
+        except OSError as e:
+            raise write_refused(self.path, e) from None
+
+    def _append(self, text: str) -> None:
+        assert self._file is not None
+        self._file.write(text)
         self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # a flush that a full disk refused: the row was reported when written
+                pass
             self._file = None
 
 

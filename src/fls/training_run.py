@@ -45,7 +45,7 @@ from fls.cell_lifecycle import job_info, now, open_training_cell
 from fls.config import cell_configs, check_train_config
 from fls.errors import CellsRefused, ConfigError
 from fls.preemption import Preemption
-from fls.rundir import DONE, FAILED, INTERRUPTED, RUNNING, CellBusy, CellDamaged, CellDir, cell_from_config
+from fls.rundir import DONE, FAILED, INTERRUPTED, RUNNING, CellBusy, CellDamaged, CellDir, CellWriteError, cell_from_config
 from fls.seed_pack import SeedPack, restore_generator
 from fls.train_log import TrainLog
 
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 # What stops a cell from starting (its directory's state, not its config): in a packed job,
 # that cell alone
-REFUSALS = (ConfigError, CellBusy, CellDamaged, checkpoint.CheckpointError)
+REFUSALS = (ConfigError, CellBusy, CellDamaged, CellWriteError, checkpoint.CheckpointError)
 
 WINDOW = 100  # eprewmean: the mean score of the last 100 finished games (Baselines' epinfobuf)
 
@@ -204,9 +204,12 @@ class TrainingRun:
                 elif not issubclass(kind, SystemExit):  # SystemExit: the preemption path wrote its state
                     # Ctrl-C, or submitit refusing the requeue after our checkpoint (max_num_timeout
                     # reached): the cell is resumable, not broken.
-                    interrupted = issubclass(kind, KeyboardInterrupt) or c.cell.state == INTERRUPTED
-                    c.cell.write_status(state=INTERRUPTED if interrupted else FAILED, ended_at=now(),
-                                        error=f"{kind.__name__}: {error}")
+                    try:
+                        interrupted = issubclass(kind, KeyboardInterrupt) or c.cell.state == INTERRUPTED
+                        c.cell.write_status(state=INTERRUPTED if interrupted else FAILED, ended_at=now(),
+                                            error=f"{kind.__name__}: {error}")
+                    except (CellWriteError, CellDamaged):
+                        pass  # a full disk refuses this write too: the error itself still reaches the user
         finally:
             for c in self.cells:
                 if c.log is not None:
@@ -293,6 +296,8 @@ class TrainingRun:
                 env_reset_seeds=[*status.get("env_reset_seeds", []), c.env_seed],
                 num_envs=int(c.cfg.num_envs),
                 state=RUNNING, started_at=now(), update=c.start_update, num_updates=self.num_updates,
+                # what is on disk: a kill after a checkpoint and before its status write left this behind
+                checkpoint_update=c.start_update if c.cell.has_checkpoint() else None,
                 global_step=c.global_step, total_timesteps=int(c.cfg.total_timesteps),
                 wandb_run_id=c.log.wandb_id, error=None, packed_with=[k.key for k in self.cells if k is not c] or None,
                 **job_info(),

@@ -10,13 +10,15 @@ An entry is a finished trained cell in a small form (zoo/README.md):
                         (model name, game, actions, update, agent steps); no optimizer
         eval/<game>/summary.json   its evaluations (their games.parquet stay in the run)
         provenance.json the commit it was trained at, the command that trains it again,
-                        the random agent's score measured the same way
+                        the random agent's score measured the same way, and the SHA-256
+                        of weights.pt: a weights file that differs is refused
 
 `zoo=<entry>` (conf/zoo/<entry>.yaml, written by `pack`) makes src/evaluate.py and
 src/saliency.py open the cell <run_root>/zoo/<game>/<model>/seed_<k>: `install` puts the
 entry there on first use (weights back in fp32, as a checkpoint the one loader,
 fls.trained_cell, reads), so a zoo agent is evaluated, filmed and scored exactly as any
-trained cell, and its results land in a run directory, never in the repository. src/train.py zoo=<entry>
+trained cell, and its results land in a run directory, never in the repository. Each
+later use checks that the installed checkpoint still holds the entry's weights. src/train.py zoo=<entry>
 trains an entry further (`continue_training`): its cell starts at the entry's update, with
 the entry's weights and a fresh Adam, and is packed again when it has trained enough.
 
@@ -46,7 +48,8 @@ from fls import checkpoint
 from fls.cell_lifecycle import TRAINING_KEYS, source_commit, training_identity
 from fls.config import changes
 from fls.errors import ConfigError
-from fls.rundir import REPO, CellDir, RunLayout, atomic_write_bytes, atomic_write_text
+from fls.rundir import (REPO, CellDamaged, CellDir, CellWriteError, RunLayout, atomic_write_bytes, atomic_write_text,
+                        read_eval_result, strict_json)
 from fls.train_log import MetricsCSV
 
 log = logging.getLogger(__name__)
@@ -73,19 +76,29 @@ def entry_dir(name: str, zoo_dir: Path = ZOO_DIR) -> Path:
 
 
 def read_entry(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(config, weights file contents) of an entry; ConfigError naming the damaged file."""
+    """(config, weights file contents) of an entry; ConfigError naming the damaged file, or
+    the weights file that is not the one its provenance.json records."""
     try:
         config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=True)
         assert isinstance(config, dict) and {"game", "model", "seed"} <= set(config)
         cell = (str(config["game"]["name"]), str(config["model"]["name"]), int(config["seed"]))
     except Exception as e:  # yaml errors, a missing file, keys missing
-        raise ConfigError(f"{path / 'config.yaml'}: damaged or not a trained cell's config ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"{path / 'config.yaml'}: damaged or not a trained cell's config ({type(e).__name__}: {first})") from None
     try:
-        weights = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+        weights = checkpoint.load_plain(path / WEIGHTS)
         assert isinstance(weights, dict) and weights.get("format") == FORMAT
         assert all(k in weights for k in (*FACTS, "state_dict"))
-    except Exception as e:
-        raise ConfigError(f"{path / WEIGHTS}: damaged or not a zoo weights file ({type(e).__name__}: {e})") from None
+    except (checkpoint.CheckpointError, OSError, AssertionError) as e:
+        why = str(e).replace(f"{path / WEIGHTS}", "").strip(" :") or "not the format of fls.zoo.pack"
+        raise ConfigError(f"{path / WEIGHTS}: damaged or not a zoo weights file ({why})") from None
+    try:
+        recorded = json.loads((path / PROVENANCE).read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded is not None and sha256(path / WEIGHTS) != recorded:
+        raise ConfigError(f"{path / WEIGHTS}: not the weights zoo entry {path.name} records (its SHA-256 differs from "
+                          f"{PROVENANCE}'s); restore it (git checkout {path})")
     if (weights["game"], weights["model_name"]) != cell[:2]:
         raise ConfigError(f"{path / WEIGHTS}: weights of {weights['model_name']} on {weights['game']}, "
                           f"but config.yaml says {cell[1]} on {cell[0]}")
@@ -108,6 +121,19 @@ def _sha1(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _same_weights(state: dict[str, Any], weights: dict[str, Any]) -> bool:
+    """Whether a checkpoint's model holds exactly the entry's weights (fp16, back in fp32)."""
+    entry = {k: v.float() if v.is_floating_point() else v for k, v in weights["state_dict"].items()}
+    model = state.get("model")
+    return (isinstance(model, dict) and model.keys() == entry.keys()
+            and all(isinstance(model[k], torch.Tensor) and model[k].dtype == v.dtype and torch.equal(model[k], v)
+                    for k, v in entry.items()))
+
+
 def install(name: str, run_root: Path | str, zoo_dir: Path = ZOO_DIR) -> CellDir:
     """The cell of zoo entry `name` under run_root, put there on first use. A cell there
     that holds another version of the entry is refused, not replaced."""
@@ -120,6 +146,9 @@ def install(name: str, run_root: Path | str, zoo_dir: Path = ZOO_DIR) -> CellDir
             raise ConfigError(f"{cell.path} holds another version of zoo entry {name} (or a cell trained there); "
                               "remove it, or use another run_root=")
         if cell.has_checkpoint():
+            if not _same_weights(checkpoint.load(cell.checkpoint), weights):
+                raise ConfigError(f"{cell.checkpoint} is not zoo entry {name}'s weights (it changed since it was "
+                                  f"installed); remove {cell.path} to install the entry again")
             return cell
     model = _model(path, weights)  # weights that do not fit are found before anything is written
     status = json.loads((path / "status.json").read_text())
@@ -217,7 +246,7 @@ def check_continuation(cfg: Any, cell: CellDir, batch_size: int) -> tuple[Path, 
                           f"agent steps); total_timesteps={cfg.total_timesteps} trains nothing more: ask for more")
     ours = (cell.status().get("continued_from") or {}).get("entry") == name
     if ours and cell.has_checkpoint():  # complete (_write_cell): it resumes as any cell
-        planned = OmegaConf.load(cell.config).get("total_timesteps") if cell.config.exists() else None
+        planned = cell.recorded_config().get("total_timesteps") if cell.config.exists() else None
         if planned is not None and int(planned) != int(cfg.total_timesteps):
             raise ConfigError(f"{cell.path} trains zoo entry {name} further to total_timesteps={planned}; to go "
                               f"beyond, pack it as an entry (python -m fls.zoo pack {cell.path} <entry>) and train "
@@ -265,12 +294,14 @@ def pack(cell_path: Path, name: str, *, commit: str | None = None, command: str 
                            f"(state {status.get('state')}); the entry is that checkpoint")
     atomic_write_text(target / "status.json", json.dumps({**trained, "state": "done", "global_step": state["global_step"],
                                                           "update": state["update"]}, indent=2, sort_keys=True) + "\n")
-    for summary in sorted((cell_path / "eval").glob("*/summary.json")):
-        (target / "eval" / summary.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(summary, target / "eval" / summary.parent.name / "summary.json")
+    for folder in sorted(p for p in (cell_path / "eval").glob("*") if p.is_dir()):
+        result = read_eval_result(folder)  # whole evaluations only (CellDamaged: one line)
+        if result is not None:
+            (target / "eval" / folder.name).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target / "eval" / folder.name / "summary.json", strict_json(result.summary, indent=2) + "\n")
     provenance = {"commit": commit or status.get("commit") or source_commit(),
                   "trained_as": "/".join(cell_path.parts[-4:]), "command": command,
-                  "random_agent": random_agent}
+                  "random_agent": random_agent, "weights_sha256": sha256(target / WEIGHTS)}
     if status.get("continued_from"):  # trained further from an earlier entry (continue_training)
         provenance["continued_from"] = status["continued_from"]
     atomic_write_text(target / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
@@ -356,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             random_agent = random_agent_scores(config.game, config.env, args.random_games, int(eval_cfg.num_envs),
                                                eval_seed(cfg), int(config.game.eval_max_frames))
         print(pack(args.cell, args.entry, commit=args.commit, command=args.command, random_agent=random_agent))
-    except (ConfigError, checkpoint.CheckpointError, OSError) as e:
+    except (ConfigError, checkpoint.CheckpointError, OSError, CellWriteError, CellDamaged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -122,6 +122,17 @@ class MetaRow:
         return _normalise(self.dataset_game)
 
 
+def not_utf8(path: Path) -> AtariHeadError:
+    """The one line for a text file with a byte that is not UTF-8: the line and the byte."""
+    for number, line in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return AtariHeadError(f"{path}:{number}: not UTF-8 text (byte 0x{line[e.start]:02x} at column {e.start + 1}); "
+                                  "Atari-HEAD's files are ASCII: a damaged or re-encoded copy?")
+    return AtariHeadError(f"{path}: not UTF-8 text")
+
+
 def read_meta(path: Path) -> tuple[Literal["v4", "flat"], dict[int, MetaRow]]:
     """The layout meta_data.csv's header announces, and its rows by trial id."""
     try:
@@ -129,6 +140,8 @@ def read_meta(path: Path) -> tuple[Literal["v4", "flat"], dict[int, MetaRow]]:
             rows = list(csv.reader(fp))
     except OSError as e:
         raise AtariHeadError(f"{path}: cannot read meta_data.csv ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
     if not rows:
         raise AtariHeadError(f"{path}:1: empty meta_data.csv")
     header = [h.strip() for h in rows[0]]
@@ -255,6 +268,12 @@ def read_labels(path: Path) -> Labels:
     except OSError:
         unterminated = False
     truncated_note = ""
+    try:
+        fp.read()  # the whole file decodes, or one line says where it does not
+        fp.seek(0)
+    except UnicodeDecodeError:
+        fp.close()
+        raise not_utf8(path) from None
     with fp:
         reader = csv.reader(fp)
         header = next(reader, None)
@@ -452,12 +471,15 @@ class TrialInfo:
         return self.meta.highscore
 
     def fingerprint(self) -> dict[str, Any]:
-        """What identifies this trial's data wherever it is copied: the label file's SHA-1
-        (it holds every gaze point) and the image archive's size (hundreds of MB; hashing
-        it would cost more than scoring). A cache keyed on it never serves one copy's
+        """What identifies this trial's data wherever it is copied: the SHA-1 of the label
+        file (it holds every gaze point) and of the image archive (hundreds of MB: about a
+        second, read once per run; its size too). A cache keyed on it never serves one copy's
         numbers for another, nor for a damaged one."""
-        digest = hashlib.sha1(self.labels.read_bytes()).hexdigest()
-        return {"trial": self.trial_id, "labels_sha1": digest, "archive_bytes": self.archive.stat().st_size}
+        labels = hashlib.sha1(self.labels.read_bytes()).hexdigest()
+        with self.archive.open("rb") as f:
+            archive = hashlib.file_digest(f, "sha1").hexdigest()
+        return {"trial": self.trial_id, "labels_sha1": labels, "archive_sha1": archive,
+                "archive_bytes": self.archive.stat().st_size}
 
 
 @dataclass

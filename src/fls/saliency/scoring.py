@@ -13,7 +13,9 @@ For each trial of the cell's game, each frame alignment and resolution asked for
 A per-frame file carries the key it was computed under (checkpoint step and every
 setting that changes a number) in its parquet metadata; a re-run with the same key reads
 it instead of recomputing, and trials.csv lists every cached file of the current key, so
-asking for 84x84 after 210x160 adds rows instead of replacing them.
+asking for 84x84 after 210x160 adds rows instead of replacing them. Each file is written
+atomically with a checksum on every data page; one that does not read back whole (a
+damaged disk block) is recomputed, not trusted.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from fls.saliency.atari_head import GAMES, NOT_RECORDED, AtariHead, AtariHeadError, Trial, TrialInfo
-from fls.config import as_int, changes, pack_seeds, resolve_device
+from fls.config import as_int, changes, check_switches, pack_seeds, resolve_device
 from fls.errors import ConfigError
 from fls.trained_cell import TrainedCell, open_trained_cell
 from fls.saliency import posthoc
@@ -43,7 +45,7 @@ from fls.saliency.posthoc import PostHocSettings
 from fls.saliency.gaze import ALIGNMENTS, PROCESSED_SHAPE, RAW_SHAPE, STACK_FILLS, fixation_map, play_trial, processed_indices
 from fls.saliency.metrics import (UPSCALE_MODES, center_bias, kl_divergence, nss, pick_other_frames, shuffled_auc, uniform,
                          upscale_saliency)
-from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text
+from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text, remove_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ def open_dataset(cfg: DictConfig) -> AtariHead:
 
 def check_saliency_config(cfg: DictConfig) -> None:
     """Every reason src/saliency.py could not score a cell, as one ConfigError."""
+    check_switches(cfg)
     pack_seeds(cfg)
     resolve_device(cfg.device)
     atari_head_game(cfg.game.name)
@@ -105,8 +108,6 @@ def check_saliency_config(cfg: DictConfig) -> None:
         raise ConfigError(f"saliency.normalize={ah.normalize}: expected one of {', '.join(NORMALIZATIONS)}")
     if ah.upscale not in UPSCALE_MODES:
         raise ConfigError(f"saliency.upscale={ah.upscale}: expected one of {', '.join(UPSCALE_MODES)}")
-    if not isinstance(ah.highscore_trials, bool):
-        raise ConfigError(f"saliency.highscore_trials={ah.highscore_trials}: expected true or false")
     if ah.stack_fill not in STACK_FILLS:
         raise ConfigError(f"saliency.stack_fill={ah.stack_fill}: expected one of {', '.join(STACK_FILLS)}")
     if ah.baselines:
@@ -305,8 +306,17 @@ def write_frames(path: Path, frames: pd.DataFrame, key: dict[str, Any]) -> None:
     table = pa.Table.from_pandas(frames, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), KEY_FIELD: json.dumps(key).encode()})
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, write_page_checksum=True)
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def read_frames(path: Path) -> pd.DataFrame | None:
+    """A per-frame file's rows, every data page checked against its checksum; None when it
+    does not read back whole."""
+    try:
+        return pq.read_table(path, page_checksum_verification=True).to_pandas()
+    except (OSError, pa.ArrowException, ValueError):
+        return None
 
 
 def read_key(path: Path) -> dict[str, Any] | None:
@@ -316,6 +326,16 @@ def read_key(path: Path) -> dict[str, Any] | None:
         return json.loads(raw) if raw else None
     except (OSError, pa.ArrowException, ValueError):
         return None
+
+
+def is_cached(path: Path, key: dict[str, Any]) -> bool:
+    """Whether `path` holds the results of `key`, whole (a damaged file is said and recomputed)."""
+    if read_key(path) != key:
+        return False
+    if read_frames(path) is None:
+        log.warning("%s does not read back whole (a damaged block?); recomputing it", path)
+        return False
+    return True
 
 
 # What may change between runs of one preset: a newer checkpoint, a new copy of the data,
@@ -359,7 +379,15 @@ def refuse_other_settings(path: Path, file_key: dict[str, Any] | None, key: dict
 def rebuild_trials(cell: CellDir, key: dict[str, Any]) -> pd.DataFrame:
     """trials.csv from the per-frame files of every preset (see `belongs`), in a stable order."""
     files = sorted(cell.saliency_frames_dir().glob("*/trial_*.parquet"))
-    parts = [pd.read_parquet(p) for p in files if belongs(read_key(p), key)]
+    parts = []
+    for path in files:
+        if belongs(read_key(path), key):
+            frames = read_frames(path)
+            if frames is None:  # another preset's file, which this run does not recompute
+                log.warning("%s does not read back whole (a damaged block?); left out of trials.csv: score its "
+                            "preset again (saliency.preset=%s) to recompute it", path, path.parent.name)
+                continue
+            parts.append(frames)
     frames = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FRAME_COLUMNS)
     trials = summarize_trial(frames, key["checkpoint_global_step"])
     trials = trials.sort_values(["preset", "resolution", "alignment", "trial", "map"], kind="stable", ignore_index=True)
@@ -405,6 +433,9 @@ def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
     if trained is None:
         return None
     with cell.lock("saliency"):
+        for folder in [cell.saliency_dir, *cell.saliency_frames_dir().glob("*")]:
+            if folder.is_dir():  # what writers killed mid-write left (the lock keeps out live ones)
+                remove_temporaries(folder)
         return _score(cfg, cell, trained)
 
 
@@ -434,7 +465,7 @@ def _score(cfg: DictConfig, cell: CellDir, trained: TrainedCell) -> pd.DataFrame
         trial_key = {**key, "data": info.fingerprint()}
         for alignment in alignments:
             paths = {res: cell.saliency_frames(info.trial_id, alignment, res, settings.preset) for res in resolutions}
-            stale = {res: p for res, p in paths.items() if ah.overwrite or read_key(p) != trial_key}
+            stale = {res: p for res, p in paths.items() if ah.overwrite or not is_cached(p, trial_key)}
             if not ah.overwrite:
                 for p in stale.values():
                     refuse_other_settings(p, read_key(p), trial_key)
