@@ -31,7 +31,7 @@ from analysis.grid import Grid  # noqa: E402
 from analysis.load import first_trained  # noqa: E402
 from analysis.render import FigureArtefact  # noqa: E402
 from analysis.style import game_label, model_label  # noqa: E402
-from fls.config import load_group  # noqa: E402
+from fls.games import game_config  # noqa: E402
 from fls.envs import make_vec_env  # noqa: E402
 from fls.evaluation import eval_seed  # noqa: E402
 from fls.rundir import RunLayout  # noqa: E402
@@ -48,7 +48,7 @@ DATA_COLUMNS = ["game", "model", "seed", "map", "replay_seed", "agent_step", "ch
 
 def replay(config, trained, steps: int = REPLAY_STEPS) -> tuple[int, list[tuple[int, np.ndarray, np.ndarray]]]:
     """(replay seed, [(agent step, raw screen, stack)] at 1/3 and 2/3 of a short game)."""
-    game = load_group("game", str(config.game.name))
+    game = game_config(str(config.game.name))
     env_cfg = OmegaConf.merge(config.env, {"backend": "gymnasium"})
     seed = eval_seed(config)
     torch.manual_seed(seed)

@@ -14,7 +14,7 @@ States (fls.rundir.CellState, from each cell's status.json and the state of its 
   resumable    interrupted, or left a checkpoint, and nothing runs it: a rerun resumes it
   not started  in the study's grid, but no directory and no job
 The grid is the union of the cells on disk, the sweep saved in <study>/multirun.yaml (expanded
-as the sweeper expands it: hydra_plugins/fls_sweeper/_grid.py) and the jobs recorded in
+as the sweeper expands it: fls.grid) and the jobs recorded in
 <study>/jobs.jsonl (fls.job_records). Without squeue/sacct the table is built from the
 directories alone.
 """
@@ -37,15 +37,16 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from fls import job_records
-from fls.cell_lifecycle import training_identity
-from fls.config import CONF_DIR, changes
-from fls.rundir import Cell, CellDamaged, CellDir, CellState, RunLayout
+from fls.cli import command
+from fls.config import training_identity
+from fls.errors import CellDamaged, ConfigError
+from fls.facts import CONF_DIR, changes, script
+from fls.grid import cell_overrides, cells_of
+from fls.rundir import Cell, CellDir, CellState, RunLayout
 from fls.train_log import MetricsCSV
-from hydra_plugins.fls_sweeper._grid import cell_overrides, cells_of
 
-REPO = Path(__file__).resolve().parents[1]
-TRAIN_SCRIPT = REPO / "src" / "train.py"
 TRAIN_APP = "train"
+TRAIN_SCRIPT = script(TRAIN_APP)
 # The keys that name a cell; a rerun command sets them itself.
 CELL_KEYS = ("game", "model", "seed", "study", "run_root")
 
@@ -413,6 +414,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launchers.status", description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", required=True, help="the study (runs/<study>/)")
@@ -428,9 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     layout = RunLayout(args.run_root)
     rows = collect(layout, args.study, use_slurm=not args.no_slurm)
     if not rows:
-        print(f"error: no cells of study {args.study!r} under {args.run_root}/ "
-              f"(studies there: {', '.join(layout.studies()) or 'none'})", file=sys.stderr)
-        return 2
+        raise ConfigError(f"no cells of study {args.study!r} under {args.run_root}/ "
+                          f"(studies there: {', '.join(layout.studies()) or 'none'})")
     print(render(rows, args.study))
     details = failure_details(layout, rows)
     if details:
@@ -438,8 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resubmit_failed:
         return 0
 
-    python, script = _shown(Path(sys.executable)), _shown(TRAIN_SCRIPT)
-    commands = rerun_commands(layout, args.study, rows, python, script)
+    python, train_script = _shown(Path(sys.executable)), _shown(TRAIN_SCRIPT)
+    commands = rerun_commands(layout, args.study, rows, python, train_script)
     if not commands:
         print("\nnothing to rerun")
         return 0

@@ -35,13 +35,16 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
-from fls.config import CONF_DIR, group_options
-from fls.rundir import REPO, Cell, CellDamaged, CellDir, RunLayout
-from fls.saliency.atari_head import GAMES as ATARI_HEAD_GAMES
-from hydra_plugins.fls_sweeper._grid import SweepError, cell_overrides, cells_of
+from fls.cli import command
+from fls.errors import AtariHeadError, CellDamaged, ConfigError
+from fls.facts import CONF_DIR, REPO, group_options, script
+from fls.games import game_config, scored_games
+from fls.grid import cell_overrides, cells_of
+from fls.rundir import Cell, CellDir, RunLayout
+from fls.saliency.atari_head import AtariHead
 
+# The stage of Table 5 (plan.breakout_infinite): the agents of the game it patches, evaluated on it
 INFINITE = "breakout_infinite"
 
 
@@ -58,8 +61,8 @@ class Study:
 def load_study(experiment: str, run_root: str, overrides: list[str]) -> Study:
     """The experiment's composed config and its grid, expanded as the sweeper expands it."""
     if experiment not in group_options("experiment"):
-        raise SystemExit(f"error: EXPERIMENT={experiment}: expected one of {', '.join(group_options('experiment'))} "
-                         "(conf/experiment/)")
+        raise ConfigError(f"EXPERIMENT={experiment}: expected one of {', '.join(group_options('experiment'))} "
+                          "(conf/experiment/)")
     base = [f"experiment={experiment}", f"run_root={run_root}", *overrides]
     GlobalHydra.instance().clear()
     try:
@@ -70,8 +73,6 @@ def load_study(experiment: str, run_root: str, overrides: list[str]) -> Study:
             loader = GlobalHydra.instance().config_loader()
             grid = cell_overrides(params + base, range_keys, loader)
             cells = cells_of(grid, lambda o: compose("train", overrides=list(o)))
-    except SweepError as e:
-        raise SystemExit(f"error: {e}") from None
     finally:
         GlobalHydra.instance().clear()
     return Study(experiment, str(cfg.study), Path(cfg.run_root), cfg.plan, [c for c in cells if c is not None],
@@ -98,9 +99,9 @@ def missing(study: Study, stage: str) -> list[Cell]:
         elif stage == "evaluate":
             todo = not evaluated(d, cell.game)
         elif stage == INFINITE:
-            todo = cell.game == "breakout" and not evaluated(d, INFINITE)
+            todo = cell.game == played_by(INFINITE) and not evaluated(d, INFINITE)
         elif stage == "saliency":
-            todo = cell.game in ATARI_HEAD_GAMES and cell.game != INFINITE and not d.saliency_trials.exists()
+            todo = cell.game in scored_games() and not d.saliency_trials.exists()
         else:
             raise ValueError(stage)
         if todo:
@@ -108,15 +109,18 @@ def missing(study: Study, stage: str) -> list[Cell]:
     return out
 
 
+def played_by(game: str) -> str:
+    """The game whose agents an evaluation-only game is played by (conf/game: played_by)."""
+    return str(game_config(game).played_by)
+
+
 def saliency_games(todo: list[Cell], root: str, say) -> list[str]:
     """The games of the saliency stage: those with cells to score and trials on disk."""
-    from fls.saliency.atari_head import AtariHead, AtariHeadError
-
     wanted = sorted({c.game for c in todo})
     try:
         dataset = AtariHead(root)
     except AtariHeadError as e:
-        raise SystemExit(f"error: ATARI_HEAD_ROOT={root}: {e}") from None
+        raise ConfigError(f"ATARI_HEAD_ROOT={root}: {e}") from None
     present = [g for g in wanted if dataset.trials(g)]
     for game in sorted(set(wanted) - set(present)):
         say(f"saliency: no {game} trial in {root}; its cells are not scored")
@@ -126,13 +130,13 @@ def saliency_games(todo: list[Cell], root: str, say) -> list[str]:
 def stage_command(study: Study, stage: str, launcher: str, python: str, games: list[str] | None = None) -> list[str]:
     common = [f"experiment={study.experiment}", f"launcher={launcher}", f"run_root={study.run_root}", *study.overrides]
     if stage == "train":
-        return [python, str(REPO / "src" / "train.py"), "-m", *common]
+        return [python, str(script("train")), "-m", *common]
     if stage == "evaluate":
-        return [python, str(REPO / "src" / "evaluate.py"), "-m", *common]
+        return [python, str(script("evaluate")), "-m", *common]
     if stage == INFINITE:
-        return [python, str(REPO / "src" / "evaluate.py"), "-m", *common, "game=breakout", f"eval.game={INFINITE}"]
+        return [python, str(script("evaluate")), "-m", *common, f"game={played_by(INFINITE)}", f"eval.game={INFINITE}"]
     if stage == "saliency":
-        return [python, str(REPO / "src" / "saliency.py"), "-m", *common, f"game={','.join(games)}"]
+        return [python, str(script("saliency")), "-m", *common, f"game={','.join(games)}"]
     raise ValueError(stage)
 
 
@@ -148,6 +152,7 @@ def stages(study: Study) -> list[str]:
     return out
 
 
+@command
 def run(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m launchers.study", description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", required=True, help="a file of conf/experiment/ (its name)")
@@ -156,13 +161,8 @@ def run(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="Hydra overrides added to every stage (after --)")
     args = p.parse_args(argv)
     if args.launcher not in group_options("launcher"):
-        print(f"error: LAUNCHER={args.launcher}: expected one of {', '.join(group_options('launcher'))}", file=sys.stderr)
-        return 2
-    try:
-        study = load_study(args.experiment, args.run_root, args.overrides)
-    except SystemExit as e:
-        print(e, file=sys.stderr)
-        return 2
+        raise ConfigError(f"LAUNCHER={args.launcher}: expected one of {', '.join(group_options('launcher'))}")
+    study = load_study(args.experiment, args.run_root, args.overrides)
     python = sys.executable
     say = lambda text: print(f"[study {study.name}] {text}", flush=True)  # noqa: E731
     say(f"{len(study.cells)} cells; stages: {', '.join(stages(study))}, analysis")
@@ -175,18 +175,14 @@ def run(argv: list[str] | None = None) -> int:
             continue
         games = None
         if stage == "saliency" and todo:
-            try:
-                games = saliency_games(todo, os.environ["ATARI_HEAD_ROOT"], say)
-            except SystemExit as e:
-                print(e, file=sys.stderr)
-                return 2
+            games = saliency_games(todo, os.environ["ATARI_HEAD_ROOT"], say)
             todo = [c for c in todo if c.game in games]
         if not todo:
             say(f"{stage}: every cell done; nothing to do")
             continue
-        command = stage_command(study, stage, args.launcher, python, games)
-        say(f"{stage}: {len(todo)} cell(s) to do: {shlex.join(command)}")
-        res = subprocess.run(command, cwd=REPO)
+        line = stage_command(study, stage, args.launcher, python, games)
+        say(f"{stage}: {len(todo)} cell(s) to do: {shlex.join(line)}")
+        res = subprocess.run(line, cwd=REPO)
         ran = True
         if res.returncode != 0:
             say(f"{stage}: failed (exit {res.returncode}); `make sweep-status STUDY={study.name} "

@@ -8,11 +8,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
-from hydra_plugins.fls_sweeper._grid import cell_overrides
+from fls.grid import cell_overrides
 from omegaconf import OmegaConf
 
 import fls.rundir  # noqa: F401  (registers ${cell_dir:...})
-from fls.config import check_train_config
+from fls.training_cell import check_train_config
 from fls.errors import ConfigError
 
 from conftest import REPO

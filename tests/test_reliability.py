@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fls.cli import check_overrides
-from fls.config import check_train_config
+from fls.training_cell import check_train_config
 from fls.errors import ConfigError
 from fls.rundir import LOCK_PREFIX, RunLayout
 from launchers import status as sweep_status

@@ -9,7 +9,7 @@ there, and the sweep stops waiting for the rest and reports none of them. These 
 - with `hydra.launcher.wait=false`, submit and return at once, printing the job ids and
   how to follow them (the jobs do not need the submitting process);
 - record every job in the sweep directory's jobs file (fls.job_records), with the cell it
-  runs (the sweep's grid, hydra_plugins/fls_sweeper/_grid.py), which sweep-status reads.
+  runs (the sweep's grid, fls.grid), which sweep-status reads.
 
 Everything else is upstream's: the job runs the launcher's `__call__`, and on SLURM's
 pre-timeout signal (USR2) submitit calls its `checkpoint`, which resubmits the same cell.
@@ -35,8 +35,9 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import OmegaConf
 
 from fls import job_records
+from fls.facts import now
+from fls.grid import job_cells
 from fls.rundir import SweepDir
-from hydra_plugins.fls_sweeper._grid import job_cells
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class _Launcher(BaseSubmititLauncher):
                     "app": self._app,
                     "executor": self._EXECUTOR,
                     "submitted": submitted,
-                    "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(submitted)),
+                    "submitted_at": now(submitted),
                     "overrides": list(overrides),
                     "sweep_overrides": sweep_overrides,
                     "cell": cells[0] if cells else None,
