@@ -181,7 +181,26 @@ def keep_eval_result(folder: Path, previous: Path) -> Path | None:
 DISCARD_FIRST = (EVAL, VIDEO, SALIENCY, CHECKPOINT, STATUS)
 
 
-class CellDir:
+class TrainedFiles:
+    """The files a cell and a zoo entry both hold, under `path`."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        """The composed training config, as the trainer recorded it."""
+        return self.path / CONFIG
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / STATUS
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+
+class CellDir(TrainedFiles):
     """The files of one cell. Paths only; nothing is created until a writer asks."""
 
     def __init__(self, root: Path | str, cell: Cell, path: Path | None = None):
@@ -209,18 +228,6 @@ class CellDir:
         return f"CellDir({self.path})"
 
     # Training
-    @property
-    def config(self) -> Path:
-        return self.path / CONFIG
-
-    @property
-    def status_file(self) -> Path:
-        return self.path / STATUS
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / METRICS
-
     @property
     def checkpoint(self) -> Path:
         return self.path / CHECKPOINT
@@ -472,7 +479,7 @@ class RunLayout:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-class ZooEntry:
+class ZooEntry(TrainedFiles):
     """The files of a zoo entry, <zoo_dir>/<name>/: a finished cell in a small form (fls.zoo).
     Paths only."""
 
@@ -483,19 +490,6 @@ class ZooEntry:
 
     def __repr__(self) -> str:
         return f"ZooEntry({self.path})"
-
-    @property
-    def config(self) -> Path:
-        """The cell's composed training config, as the trainer recorded it."""
-        return self.path / CONFIG
-
-    @property
-    def status_file(self) -> Path:
-        return self.path / STATUS
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / METRICS
 
     @property
     def weights(self) -> Path:
