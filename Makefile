@@ -34,7 +34,7 @@ setup: $(SETUP) ## create .venv with the pinned dependencies (idempotent)
 EXPERIMENT ?= demo
 LAUNCHER ?= local
 study: $(SETUP) ## a whole study of conf/experiment/, stage after stage, resumably (EXPERIMENT=demo LAUNCHER=local|submitit_local|slurm)
-	$(PY) -m launchers.study --experiment "$(EXPERIMENT)" --launcher "$(LAUNCHER)" --run-root "$(RUN_ROOT)" $(if $(strip $(DEMO_ARGS)),-- $(DEMO_ARGS))
+	$(PY) -m studies.study --experiment "$(EXPERIMENT)" --launcher "$(LAUNCHER)" --run-root "$(RUN_ROOT)" $(if $(strip $(DEMO_ARGS)),-- $(DEMO_ARGS))
 
 paper: ## the paper's whole study: training, Tables 3-5 (Table 4 needs ATARI_HEAD_ROOT), every figure (LAUNCHER=slurm)
 	$(MAKE) study EXPERIMENT=paper
@@ -100,17 +100,17 @@ bench-learning: $(SETUP) ## ours vs CleanRL's ppo_atari.py, GAME x SEEDS x STEPS
 	$(PY) -m bench.learning --game $(GAME) --seeds $(SEEDS) --first-seed $(FIRST_SEED) --steps $(STEPS) $(if $(CLEANRL),--cleanrl "$(CLEANRL)") $(foreach f,$(ADD),--add "$(f)")
 
 slurm-up: ## start a one-node SLURM with accounting here (root; installs slurm-wlm, munge, MariaDB if missing)
-	launchers/slurm-local/up.sh
+	cluster/slurm-local/up.sh
 
 slurm-down: ## stop the local SLURM and remove its state (.slurm/)
-	launchers/slurm-local/down.sh
+	cluster/slurm-local/down.sh
 
 test-slurm: $(SETUP) slurm-up ## the SLURM tests (pytest -m slurm) on the local one-node SLURM
 	SLURM_CONF=$(CURDIR)/.slurm/etc/slurm.conf $(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 STATUS_ARGS ?=
 sweep-status: $(SETUP) ## every cell of STUDY: done/running/queued/failed/resumable/not started (STATUS_ARGS=--resubmit-failed)
-	$(PY) -m launchers.status --study "$(STUDY)" --run-root "$(RUN_ROOT)" $(STATUS_ARGS)
+	$(PY) -m studies.status --study "$(STUDY)" --run-root "$(RUN_ROOT)" $(STATUS_ARGS)
 
 clean-venv: ## remove .venv (runs/ is never touched)
 	rm -rf $(VENV)

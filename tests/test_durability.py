@@ -38,7 +38,7 @@ from fls.saliency.scoring import check_saliency_config, score_cell
 from fls.train_log import MetricsCSV
 from fls.training_cell import check_train_config, open_training_cell
 from fls.zoo.entry import FORMAT, entries, install, read_entry, sha256
-from launchers import status as sweep_status
+from studies import status as sweep_status
 
 from conftest import PYTHON, REPO, copy_runs
 

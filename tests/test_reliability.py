@@ -18,7 +18,7 @@ from fls.cli import check_overrides
 from fls.training_cell import check_train_config
 from fls.errors import ConfigError
 from fls.rundir import LOCK_PREFIX, RunLayout
-from launchers import status as sweep_status
+from studies import status as sweep_status
 
 from conftest import PYTHON, REPO
 

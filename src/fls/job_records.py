@@ -2,7 +2,7 @@
 
 The submitit launchers (src/hydra_plugins/fls_launchers) append one JSON line per job to
 the sweep's jobs file (fls.rundir: SweepDir.jobs_file, `<run_root>/<study>/jobs.jsonl`) as
-they submit. sweep-status (launchers/status.py) reads it to name the job of a cell that has
+they submit. sweep-status (studies/status.py) reads it to name the job of a cell that has
 no directory yet (queued, or killed before it started) and to find a job's submitit logs.
 
 A line: job_id, app (train / evaluate / ...), executor, submitted_at (ISO) and submitted

@@ -1,6 +1,6 @@
 """A whole study as one command: `make study EXPERIMENT=<name>` (`make paper` = EXPERIMENT=paper).
 
-    python -m launchers.study --experiment paper [--launcher slurm] [--run-root runs] [-- overrides ...]
+    python -m studies.study --experiment paper [--launcher slurm] [--run-root runs] [-- overrides ...]
 
 Runs the stages of conf/experiment/<name>.yaml in order, each a sweep of the study's grid
 through the launcher, and each only when some cell still needs it:
@@ -154,7 +154,7 @@ def stages(study: Study) -> list[str]:
 
 @command
 def run(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launchers.study", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m studies.study", description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", required=True, help="a file of conf/experiment/ (its name)")
     p.add_argument("--launcher", default="local", help="a profile of conf/launcher/ (default: local)")
     p.add_argument("--run-root", default="runs")

@@ -1,9 +1,9 @@
 """Where every cell of a study is, from its run directories and, where it answers, SLURM.
 
-    python -m launchers.status --study paper [--run-root runs]        the table
-    python -m launchers.status --study paper --resubmit-failed        the command that reruns
+    python -m studies.status --study paper [--run-root runs]        the table
+    python -m studies.status --study paper --resubmit-failed        the command that reruns
                                                                       the failed and missing cells
-    python -m launchers.status --study paper --resubmit-failed --run  ... and runs it
+    python -m studies.status --study paper --resubmit-failed --run  ... and runs it
 
 States (fls.rundir.CellState, from each cell's status.json and the state of its latest job):
   done         finished
@@ -416,7 +416,7 @@ def _shown(path: Path) -> str:
 
 @command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launchers.status", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.status", description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", required=True, help="the study (runs/<study>/)")
     parser.add_argument("--run-root", default="runs", help="where run directories go (default: runs)")
     parser.add_argument("--resubmit-failed", action="store_true",
