@@ -12,6 +12,7 @@ from fls.grid import cell_overrides
 from omegaconf import OmegaConf
 
 import fls.rundir  # noqa: F401  (registers ${cell_dir:...})
+from fls.games import trained_games
 from fls.training_cell import check_train_config
 from fls.errors import ConfigError
 
@@ -140,7 +141,7 @@ def test_experiments_name_their_study_and_grid():
     assert len(cells) == 15 * 6 * 5
     chosen = {key: {o.split("=", 1)[1] for c in cells for o in c if o.startswith(f"{key}=")} for key in ("game", "model")}
     assert chosen["model"] == set(SPEC_MODELS)
-    assert chosen["game"] == set(SPEC_GAMES) - {"breakout_infinite"}
+    assert chosen["game"] == set(SPEC_GAMES) - {"breakout_infinite"} == set(trained_games())  # conf/game: evaluation_only
 
 
 def test_hydra_dirs_are_the_cell_directory():
