@@ -20,6 +20,7 @@ from fls.cli import app, check_command_line
 from fls.config import cell_configs
 from fls.evaluation import check_eval_config, evaluate_cells
 from fls.rundir import cell_from_config
+from fls.video import record_cell_video
 from fls.zoo.entry import select
 
 log = logging.getLogger("evaluate")
@@ -32,8 +33,6 @@ def evaluate(cfg: DictConfig):
     cfgs = cell_configs(cfg)
     cells = [select(one) or cell_from_config(one) for one in cfgs]
     if cfg.video:
-        from fls.video import record_cell_video
-
         results = [record_cell_video(one, cell) for one, cell in zip(cfgs, cells)]
     else:
         results = evaluate_cells(cfgs, cells)

@@ -3,7 +3,8 @@
 
 Every entry point goes through here: the Hydra apps (src/train.py, src/evaluate.py,
 src/saliency.py) wrap their task in `app`, the other command lines (python -m analysis,
-studies.study, studies.status, fls.zoo) their main in `command`.
+studies.study, studies.status, fls.zoo) their main in `command`, and the sweeper says its
+SweepError and CellsFailed with `say`.
 
 Hydra answers an unknown group option, an unknown key or a bad value in the run directory's
 path with 7 to 100 lines (its composition error, a list of search paths, a traceback)

@@ -186,7 +186,7 @@ class _Launcher(BaseSubmititLauncher):
         study, run_root = self.config.get("study"), self.config.get("run_root")
         if study is None or run_root is None:
             return f"see {SweepDir(self.config.hydra.sweep.dir).jobs_file}"
-        return f"python -m launchers.status --study {study} --run-root {run_root}"
+        return f"python -m studies.status --study {study} --run-root {run_root}"
 
     def _tell_how_to_follow(self, jobs: List[Any]) -> None:
         ids = sorted({str(j.job_id).split("_")[0] for j in jobs})
