@@ -120,3 +120,30 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     if not isinstance(state, dict) or state.get("format") not in FORMATS:
         raise CheckpointError(f"{path} is not a checkpoint of this trainer (format {FORMAT})")
     return state
+
+
+# Snapshots (snapshots=<n>): the model alone, in fp16, at evenly spaced updates, for saliency
+# over training. Small (a checkpoint without the optimizer, at half the bytes) and read the
+# same safe way.
+SNAPSHOT_FORMAT = "fls-snapshot-1"
+SNAPSHOT_FACTS = ("model_name", "num_actions", "game", "update", "global_step")
+
+
+def encode_snapshot(model: dict[str, torch.Tensor], **facts: Any) -> bytes:
+    """The bytes of a snapshot of the state_dict `model` and the SNAPSHOT_FACTS."""
+    missing = set(SNAPSHOT_FACTS) - set(facts)
+    assert not missing, f"a snapshot needs {sorted(missing)}"
+    weights = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().clone() for k, v in model.items()}
+    buffer = io.BytesIO()
+    torch.save({"format": SNAPSHOT_FORMAT, **{k: facts[k] for k in SNAPSHOT_FACTS}, "state_dict": weights}, buffer)
+    return buffer.getvalue()
+
+
+def load_snapshot(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A snapshot's facts and state_dict (fp16), or CheckpointError naming the file."""
+    state = load_plain(path, map_location)
+    if not (isinstance(state, dict) and state.get("format") == SNAPSHOT_FORMAT
+            and all(k in state for k in (*SNAPSHOT_FACTS, "state_dict"))):
+        raise CheckpointError(f"{path} is not a snapshot of this trainer (format {SNAPSHOT_FORMAT}); "
+                              "remove it, or retrain the cell with overwrite=true")
+    return state

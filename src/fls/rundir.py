@@ -10,6 +10,8 @@ so a re-run or a requeued job lands in its own work:
         status.json           state (running / done / failed), step, host, job id, W&B id
         metrics.csv           one row per PPO update (METRIC_COLUMNS), append-only
         checkpoint.pt         latest checkpoint (written atomically)
+        snapshots/            update_<u>.pt: the model's weights in fp16 at evenly spaced
+                              updates (snapshots=<n>), for saliency over training
         train.log             the trainer's log, appended across resumes
         wandb/                the offline W&B run(s)
         eval/<eval_game>/     games.parquet (one row per game), summary.json (its manifest:
@@ -62,6 +64,8 @@ EVAL_SUMMARY = "summary.json"  # an evaluation's manifest (fls.durable.write_res
 EVAL_GAMES = "games.parquet"
 EVAL_PREVIOUS = "previous"
 CHECKPOINT = "checkpoint.pt"
+SNAPSHOTS = "snapshots"
+SNAPSHOT = re.compile(r"^update_(\d+)\.pt$")
 TRAIN_LOG = "train.log"
 WANDB = "wandb"
 VIDEO = "video"
@@ -235,6 +239,21 @@ class CellDir(TrainedFiles):
     @property
     def train_log(self) -> Path:
         return self.path / TRAIN_LOG
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.path / SNAPSHOTS
+
+    def snapshot(self, update: int) -> Path:
+        """The weights (fp16) as they were after `update` (0: as initialised)."""
+        return self.snapshots_dir / f"update_{int(update)}.pt"
+
+    def snapshots(self) -> dict[int, Path]:
+        """{update: path} of every snapshot on disk, by update."""
+        if not self.snapshots_dir.is_dir():
+            return {}
+        found = {int(m.group(1)): p for p in self.snapshots_dir.iterdir() if (m := SNAPSHOT.match(p.name)) and p.is_file()}
+        return dict(sorted(found.items()))
 
     @property
     def wandb_dir(self) -> Path:

@@ -31,6 +31,16 @@ class Schedule:
         """What the cell trains in all: whole rollouts only."""
         return self.num_updates * self.batch_size
 
+    def snapshot_updates(self, n: int) -> tuple[int, ...]:
+        """The updates after which `n` snapshots of the weights are kept (`snapshots=<n>`):
+        evenly spaced from 0 (the weights as initialised) to the last update, both included;
+        one snapshot is the last update's. Rounded to whole updates."""
+        if n <= 0:
+            return ()
+        if n == 1:
+            return (self.num_updates,)
+        return tuple(sorted({round(k * self.num_updates / (n - 1)) for k in range(n)}))
+
     def lr(self, update: int) -> float:
         """The learning rate of `update` (1-based): annealed linearly to 0 over the whole run."""
         if not self.anneal:

@@ -41,6 +41,16 @@ def load_model(cell: CellDir, device: torch.device) -> TrainedCell:
     return TrainedCell(cell, model, device, int(state["update"]), int(state["global_step"]), str(state["game"]))
 
 
+def load_snapshot(cell: CellDir, update: int, device: torch.device) -> TrainedCell:
+    """The cell's snapshot after `update` (snapshots=<n>) as a model in eval mode, its fp16
+    weights back in fp32 (raises CheckpointError)."""
+    state = checkpoint.load_snapshot(cell.snapshot(update), map_location=device)
+    model = build_model(state["model_name"], state["num_actions"]).to(device)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()})
+    model.eval()
+    return TrainedCell(cell, model, device, int(state["update"]), int(state["global_step"]), str(state["game"]))
+
+
 def open_trained_cell(cfg: DictConfig, cell: CellDir) -> TrainedCell | None:
     """The trained cell `cfg` names, or None (having said why) when there is nothing to use:
     no checkpoint yet, or training unfinished without eval.allow_unfinished."""

@@ -25,6 +25,10 @@ What it owns, per cell:
 - resume: model, optimizer, counters, the window of the last 100 games and the RNG states
   from the checkpoint; metric rows logged after it are dropped;
 - the cadence of checkpoints (every `checkpoint_every` updates, at the end, on a signal);
+- snapshots of the weights (`snapshots=<n>`, fp16, at the evenly spaced updates of
+  Schedule.snapshot_updates, for saliency over training): a resumed run removes those past
+  its checkpoint (a lost stretch of training) and writes them again as it passes them, so
+  none is duplicated or lost;
 - signals: SIGUSR2 / SIGTERM / SIGINT checkpoint after the update in progress, then the
   process exits for requeue (fls.preemption);
 - every status.json write and the final state: done, interrupted (resumable) or failed;
@@ -49,7 +53,7 @@ from omegaconf import DictConfig, OmegaConf
 from fls import checkpoint
 from fls.config import (cell_configs, check_cell_location, check_ppo, check_switches, pack_batching, pack_seeds,
                         resolve_device, training_identity)
-from fls.durable import atomic_write_text, remove_temporaries
+from fls.durable import atomic_write_bytes, atomic_write_text, durable_step, remove_temporaries
 from fls.envs import check_env_config
 from fls.errors import CellDamaged, CellsRefused, CellWriteError, CheckpointError, ConfigError, Refusal
 from fls.facts import as_float, as_int, changes, now, source_commit
@@ -94,6 +98,10 @@ def check_train_config(cfg: Any) -> None:
         )
     if as_int("checkpoint_every", cfg.checkpoint_every) <= 0:
         raise ConfigError(f"checkpoint_every={cfg.checkpoint_every}: must be a positive number of updates")
+    snapshots = as_int("snapshots", cfg.snapshots)
+    if not 0 <= snapshots <= schedule.num_updates + 1:
+        raise ConfigError(f"snapshots={cfg.snapshots}: expected 0 (none) to {schedule.num_updates + 1} (the weights "
+                          f"as initialised and after each of the run's {schedule.num_updates} updates)")
     if as_float("log_every_s", cfg.log_every_s) < 0:
         raise ConfigError(f"log_every_s={cfg.log_every_s}: expected a number of seconds >= 0")
     if as_int("torch_threads", cfg.torch_threads) < 0:
@@ -239,6 +247,7 @@ class TrainingRun:
         self.schedule = schedule
         self.num_updates = schedule.num_updates
         self.start_update = 0
+        self.snapshot_updates = set(schedule.snapshot_updates(int(self.cfg.snapshots)))
         self._saved: dict[str, Any] = {}
         self._stack = ExitStack()
         self._stack.push(locks)  # the run holds its cells' locks until it ends
@@ -397,6 +406,8 @@ class TrainingRun:
                 checkpoint.set_rng_states(states[0]["rng"])
             self.start_update = self.cells[0].start_update
         for i, c in enumerate(self.cells):
+            self._resume_snapshots(i)
+        for i, c in enumerate(self.cells):
             c._state = None  # loaded: not kept in memory
             status = c.cell.status()
             c.log = TrainLog(c.cfg, c.cell, OmegaConf.to_container(c.cfg, resolve=True),
@@ -430,10 +441,12 @@ class TrainingRun:
         """Record the update of each cell (rows in the order of `cells`); checkpoint on the
         cadence, at the end, or when a signal came (then stop here: the process exits so that
         the job is requeued)."""
-        for c, row in zip(self.cells, rows, strict=True):
+        for i, (c, row) in enumerate(zip(self.cells, rows, strict=True)):
             c.global_step = int(row["global_step"])
             assert c.log is not None, "resume() starts the log"
             c.log.write(row)
+            if update in self.snapshot_updates:  # before the checkpoint: a checkpoint at u implies its snapshot
+                self._snapshot(i, update)
         stop = self._preemption.requested
         if update % int(self.cfg.checkpoint_every) == 0 or update == self.num_updates or stop:
             for i in range(len(self.cells)):
@@ -456,6 +469,29 @@ class TrainingRun:
             game_scores=list(c.games.scores), game_frames=list(c.games.frames), **self._saved["facts"],
         )
         c.cell.write_status(update=update, global_step=c.global_step, checkpoint_update=update, updated_at=now())
+
+    def _snapshot(self, i: int, update: int) -> None:
+        c = self.cells[i]
+        atomic_write_bytes(c.cell.snapshot(update), checkpoint.encode_snapshot(
+            self._saved["agents"].state_dict(i), update=update, global_step=c.global_step, **self._saved["facts"]))
+
+    def _resume_snapshots(self, i: int) -> None:
+        """The cell's snapshots at its (re)start: those past the update it starts from belong to
+        training that was lost with the kill and go; the one of that update is written if it is
+        due and missing (update 0: the weights as initialised)."""
+        c = self.cells[i]
+        if c.cell.snapshots_dir.is_dir():
+            remove_temporaries(c.cell.snapshots_dir)
+        for update, path in c.cell.snapshots().items():
+            if update > c.start_update:
+                durable_step("remove", path)
+                path.unlink()
+        if c.start_update in self.snapshot_updates and not c.cell.snapshot(c.start_update).exists():
+            self._snapshot(i, c.start_update)
+        missed = sorted(u for u in self.snapshot_updates if u < c.start_update and not c.cell.snapshot(u).exists())
+        if missed:
+            log.warning("%s: no snapshot of update(s) %s: the run had passed them when snapshots=%s was asked for",
+                        c.key, ", ".join(map(str, missed)), self.cfg.snapshots)
 
     def _finish(self, c: CellRun) -> None:
         eprewmean = c.games.mean_score
