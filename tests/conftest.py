@@ -42,8 +42,8 @@ def atari_head_sample() -> Path:
 @pytest.fixture(scope="session")
 def mspacman_smoke_runs(tmp_path_factory) -> Path:
     """Two tiny real Ms. Pac-Man cells of study `smoke`, trained once per session: sparse_fls and
-    nature_cnn, seed 1, each with
-    its 3 snapshots (updates 0, 1, 2: tests/test_checks.py). Read-only: modules that write into cells copy it (`copy_runs`)."""
+    nature_cnn, seed 1, each with its 3 snapshots (updates 0, 1, 2: tests/test_checks.py).
+    Read-only: modules that write into cells copy it (`copy_runs`)."""
     root = tmp_path_factory.mktemp("mspacman_smoke")
     res = subprocess.run([PYTHON, "src/train.py", "-m", "experiment=smoke", "game=mspacman",
                           "model=sparse_fls,nature_cnn", "snapshots=3", f"run_root={root}"],
