@@ -20,7 +20,8 @@ so a re-run or a requeued job lands in its own work:
         video/<eval_game>/    game_<k>.mp4, contact_sheet.png and video.json of the model's
                               own map; <method>/: of a post-hoc map (eval.video.map=<method>)
         saliency/             Atari-HEAD metrics: trials.csv (per trial and preset),
-                              frames/<preset>/ (per frame)
+                              frames/<preset>/ (per frame); checks/<preset>/<source>/
+                              <check>_<map>.parquet: the saliency checks per frame
         .lock-<activity>      one writer per activity (CellLock)
 
     zoo/<entry>/              a finished cell in a small form (fls.zoo): config.yaml,
@@ -315,6 +316,18 @@ class CellDir(TrainedFiles):
         """Per-frame metrics of every map on one trial, at one frame alignment and resolution,
         under one preset of the metric settings (atari_head=spec or paper)."""
         return self.saliency_frames_dir() / preset / f"trial_{trial}_{alignment}_{resolution}.parquet"
+
+    def saliency_checks_dir(self, preset: str = "spec") -> Path:
+        return self.saliency_dir / "checks" / preset
+
+    def saliency_check(self, source: str, check: str, saliency_map: str, preset: str = "spec") -> Path:
+        """Per-frame results of one saliency check (randomization, deletion, insertion) of one
+        map (or baseline order) on the frames of one source (games, atari_head)."""
+        return self.saliency_checks_dir(preset) / source / f"{check}_{saliency_map}.parquet"
+
+    def saliency_check_files(self) -> list[Path]:
+        """Every saliency check's per-frame file, of every preset, sorted."""
+        return sorted((self.saliency_dir / "checks").glob("*/*/*.parquet"))
 
     def lock(self, activity: str) -> CellLock:
         """`with cell.lock("train"):` one writer at a time (raises CellBusy)."""

@@ -297,10 +297,13 @@ def map_function(method: str, settings: PostHocSettings = PostHocSettings()) -> 
 
 def randomization(model: ActorCritic, obs: torch.Tensor, method: str | MapFunction,
                   settings: SanitySettings = SanitySettings(), posthoc_settings: PostHocSettings = PostHocSettings(),
-                  only: list[str] | None = None, keep_maps: bool = False) -> SanityResult:
+                  only: list[str] | None = None, keep_maps: bool = False,
+                  staged: list[tuple[Stage, ActorCritic]] | None = None) -> SanityResult:
     """The randomisation test of one map on the stacks `obs` (uint8 N x 4 x 84 x 84): each
     stage's similarity to the trained model's map, per frame. `method`: a name of
-    posthoc.MAPS or any MapFunction; `only`: the stage names to run (default: all, in order)."""
+    posthoc.MAPS or any MapFunction; `only`: the stage names to run (default: all, in order);
+    `staged`: the stage models, `list(stage_models(model, settings.seed))`, when several maps
+    are tested on one model (built once, they are a few copies of the model)."""
     if isinstance(method, str):
         why = posthoc.needs(method, model)
         if why:
@@ -312,7 +315,9 @@ def randomization(model: ActorCritic, obs: torch.Tensor, method: str | MapFuncti
             raise ValueError(f"stages {sorted(unknown)}: {model.name} has {', '.join(s.name for s in stages(model))}")
     original = method(model, obs).detach().cpu().double().numpy()
     done, scores, kept = [], {m: [] for m in SIMILARITIES}, []
-    for stage, randomised in stage_models(model, settings.seed, only):
+    pairs = stage_models(model, settings.seed, only) if staged is None else \
+        [(stage, m) for stage, m in staged if only is None or stage.name in only]
+    for stage, randomised in pairs:
         maps = method(randomised, obs).detach().cpu().double().numpy()
         for name, values in similarities(original, maps, settings).items():
             scores[name].append(values)

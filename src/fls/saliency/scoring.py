@@ -100,8 +100,11 @@ def check_saliency_config(cfg: DictConfig) -> None:
     check_switches(cfg)
     pack_seeds(cfg)
     resolve_device(cfg.device)
-    atari_head_game(cfg.game.name)
     ah = cfg.saliency
+    # the saliency checks (fls.saliency.checks) run on any game: gaze is scored where Atari-HEAD has it
+    gaze = not ah.get("checks") or cfg.game.name in GAMES
+    if gaze:
+        atari_head_game(cfg.game.name)
     _names("saliency.resolutions", ah.resolutions, list(RESOLUTIONS))
     _names("saliency.frame_alignments", ah.frame_alignments, ALIGNMENTS)
     if not isinstance(ah.preset, str) or not PRESET.match(ah.preset):
@@ -142,7 +145,8 @@ def check_saliency_config(cfg: DictConfig) -> None:
     if ah.trials is not None:
         for t in [ah.trials] if isinstance(ah.trials, (int, str)) else ah.trials:
             as_int("saliency.trials", t, hint=" (trial ids of meta_data.csv, or null: all of the game)")
-    open_dataset(cfg)
+    if gaze:
+        open_dataset(cfg)
 
 
 @dataclass(frozen=True)
