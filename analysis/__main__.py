@@ -9,7 +9,9 @@
     python -m analysis scatter --study paper       fig8-fig14: every evaluated game, one figure per game
     python -m analysis stats --study paper         interval estimates: aggregate, poi, profiles, efficiency
     python -m analysis poi --study demo --pairs sparse_fls:dense_fls   is FLS free? P(X > Nature CNN)
-    python -m analysis all --study paper           table2-5, stats, fig3-fig14
+    python -m analysis checks --study zoo          saliency checks: table, randomisation grids, deletion/insertion
+    python -m analysis over_training --study demo --maps model,jacobian   maps and scores per snapshot
+    python -m analysis all --study paper           table2-5, stats, fig3-fig14, checks, over_training
 
 Tables 3-5 carry 95% bootstrap intervals beside the paper's mean ± std (docs/statistics.md);
 --reps and --bootstrap-seed make them reproducible.
@@ -25,7 +27,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import fig3, fig4, fig5, scatter, stats, table2, table3, table4, table5
+from analysis import checks, fig3, fig4, fig5, over_training, scatter, stats, table2, table3, table4, table5
 from analysis.grid import Grid
 from analysis.intervals import DEFAULT_REPS, DEFAULT_SEED, Bootstrap
 from analysis.load import SourceError
@@ -41,7 +43,7 @@ TABLES = ["table2", "table3", "table4", "table5"]
 FIGURES = list(fig3.FIGURES)
 SCATTERS = list(scatter.FIGURES)
 STATS = list(stats.ARTEFACTS)
-ARTEFACTS = [*TABLES, *STATS, *FIGURES, "fig4", "fig5", *SCATTERS]
+ARTEFACTS = [*TABLES, *STATS, *FIGURES, "fig4", "fig5", *SCATTERS, "checks", "over_training"]
 
 
 def seed_list(text: str) -> list[int]:
@@ -80,7 +82,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Figures 4 and 5's maps, comma-separated: model (each model's own) and any post-hoc method "
                              "(jacobian, integrated_gradients, gradcam, greydanus, greydanus_value)")
     parser.add_argument("--atari-head", type=Path, default=None,
-                        help="Figure 5's Atari-HEAD folder (default: $ATARI_HEAD_ROOT, else the bundled sample)")
+                        help="Figure 5's and over_training's Atari-HEAD folder (default: $ATARI_HEAD_ROOT, else the "
+                             "bundled sample)")
+    parser.add_argument("--probe-frames", type=int, default=over_training.PROBE_FRAMES,
+                        help=f"over_training: probe frames per source (default {over_training.PROBE_FRAMES})")
     parser.add_argument("--reps", type=int, default=DEFAULT_REPS,
                         help=f"bootstrap resamples of every interval (default {DEFAULT_REPS})")
     parser.add_argument("--bootstrap-seed", type=int, default=DEFAULT_SEED,
@@ -140,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.replay_steps < 3:
         raise ConfigError(f"--replay-steps {args.replay_steps}: expected at least 3 agent steps")
+    if args.probe_frames < 2:
+        raise ConfigError(f"--probe-frames {args.probe_frames}: expected at least 2 frames")
     maps = args.maps.split(",")
     bad = [m for m in maps if m not in posthoc.MAPS]
     if bad:  # before any artefact is written
@@ -175,6 +182,25 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(str(e)) from None
 
     for name in rest:
+        if name == "checks":
+            built = checks.build_table(args.run_root, args.study, grid, bootstrap, args.preset)
+            if isinstance(built, Skipped) and args.artefact != name:
+                continue  # `all`: a study without checks says nothing of them
+            show(name, built, out_dir)
+            if not isinstance(built, Skipped):
+                results = checks.collect(args.run_root, args.study, grid, args.preset)
+                for figure in checks.build_randomization(results, grid) + checks.build_fidelity(results, grid):
+                    show(figure.name, figure, out_dir)
+            continue
+        if name == "over_training":
+            figures = over_training.build(args.run_root, args.study, grid, maps, args.atari_head or fig5.default_root(),
+                                          args.probe_frames)
+            if not figures and args.artefact == name:
+                print(f"over_training: no cell of study {args.study!r} kept snapshots (src/train.py ... snapshots=<n>); "
+                      "skipped\n")
+            for figure in figures:
+                show(figure.name, figure, out_dir)
+            continue
         if name in STATS:
             for built in stats.build(name, source, grid, bootstrap, pairs, metrics):
                 show(name, built, out_dir)
