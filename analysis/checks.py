@@ -18,6 +18,7 @@ docs/saliency_checks.md): a table and two figures.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -110,8 +111,9 @@ def build_table(run_root: Path | str, study: str, grid: Grid, bootstrap: Bootstr
     for (game, source, model, name), part in groups:
         key = "/".join(map(str, (game, source, model, name)))
         values = part[columns].to_numpy(dtype="float64")
-        with np.errstate(all="ignore"):
-            point = np.nanmean(values, axis=0) if np.isfinite(values).any() else np.full(len(columns), np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a measure no frame of this map has (a baseline's similarity)
+            point = np.nanmean(values, axis=0)
         interval = found[key][1] if key in found else np.full((2, len(columns)), np.nan)
         for i, (check, measure, _) in enumerate(MEASURES):
             if not np.isfinite(values[:, i]).any():
