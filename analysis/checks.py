@@ -216,7 +216,7 @@ def _randomization_grid(rows: pd.DataFrame, game: str, model: str, seed: int, so
             probe = mine[(mine["stage"] == stage) & mine["probe"].notna()]
             if probe.empty:
                 continue
-            image = np.frombuffer(probe["probe"].iloc[0], dtype=np.float16).astype(np.float32).reshape(84, 84)
+            image = np.frombuffer(probe["probe"].iloc[0], dtype=np.float32).reshape(84, 84)
             peak = float(image.max())
             ax.imshow(image / (peak or 1.0), cmap="jet", vmin=0, vmax=1, interpolation="nearest")
             if r == 0:

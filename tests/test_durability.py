@@ -34,7 +34,8 @@ from fls.cli import check_overrides
 from fls.errors import CellDamaged, CellWriteError, CheckpointError, ConfigError
 from fls.evaluation import check_eval_config, evaluate_cells
 from fls.rundir import LOCK_PREFIX, PROVENANCE, WEIGHTS, RunLayout, ZooEntry, cell_from_config, read_eval_result
-from fls.saliency.scoring import check_saliency_config, score_cell
+from fls.saliency.checks import check_config as check_saliency_config
+from fls.saliency.scoring import score_cell
 from fls.train_log import MetricsCSV
 from fls.training_cell import check_train_config, open_training_cell
 from fls.zoo.entry import FORMAT, entries, install, read_entry, sha256

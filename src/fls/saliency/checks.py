@@ -438,7 +438,9 @@ def _run(cfg: DictConfig, cell: CellDir, trained: TrainedCell) -> pd.DataFrame:
 
 def randomization_rows(frames: Frames, name: str, result: sanity.SanityResult) -> pd.DataFrame:
     """Stage 0 (`trained`, similarity 1 by definition) then each stage, per frame; the maps of
-    frame 0, the probe, as float16 bytes, and the probe's newest 84 x 84 image."""
+    frame 0, the probe, as float32 bytes (not float16: the perturbation maps of a randomised
+    policy head, whose init gain is 0.01, fall below what float16 resolves), and the probe's
+    newest 84 x 84 image."""
     n = len(frames)
     parts = [(0, TRAINED, True, 0, np.ones((len(sanity.SIMILARITIES), n)), result.original[0])]
     for i, stage in enumerate(result.stages, 1):
@@ -450,7 +452,7 @@ def randomization_rows(frames: Frames, name: str, result: sanity.SanityResult) -
             "source": frames.source, "map": name, "frame": np.arange(n), "origin": frames.origin, "step": frames.step,
             "stage_index": index, "stage": stage, "cascade": cascade, "layers": layers,
             **{m: values[j] for j, m in enumerate(sanity.SIMILARITIES)},
-            "probe": [probe.astype(np.float16).tobytes()] + [None] * (n - 1),
+            "probe": [probe.astype(np.float32).tobytes()] + [None] * (n - 1),
             "probe_obs": [frames.stacks[0, -1].tobytes() if index == 0 else None] + [None] * (n - 1),
         }))
     return pd.concat(rows, ignore_index=True)[RANDOMIZATION_COLUMNS]
