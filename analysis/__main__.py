@@ -11,7 +11,7 @@
     python -m analysis poi --study demo --pairs sparse_fls:dense_fls   is FLS free? P(X > Nature CNN)
     python -m analysis checks --study zoo          saliency checks: table, randomisation grids, deletion/insertion
     python -m analysis over_training --study demo --maps model,jacobian   maps and scores per snapshot
-    python -m analysis all --study paper           table2-5, stats, fig3-fig14, checks, over_training
+    python -m analysis all --study paper           table2-5, stats, fig3-fig14, checks (not over_training)
 
 Tables 3-5 carry 95% bootstrap intervals beside the paper's mean ± std (docs/statistics.md);
 --reps and --bootstrap-seed make them reproducible.
@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         pairs = stats.parse_pairs(args.pairs)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    wanted = {"all": ARTEFACTS, "scatter": SCATTERS, "stats": STATS}.get(args.artefact, [args.artefact])
+    # over_training draws every snapshot's maps (minutes for a real study): asked for by name only
+    every = [a for a in ARTEFACTS if a != "over_training"]
+    wanted = {"all": every, "scatter": SCATTERS, "stats": STATS}.get(args.artefact, [args.artefact])
     if args.study is None and wanted != ["table2"]:
         raise ConfigError(f"{args.artefact} needs --study <name> (the sweep under {args.run_root}/)")
     out_dir = RunLayout(args.run_root).analysis_dir(args.study) if args.study else None
