@@ -163,6 +163,13 @@ def test_the_analysis_draws_the_table_and_figures(checked: Path, capsys):
     rows = checks.full_randomization(checks.read_cell(cell(checked))["randomization"])
     expected = rows[(rows["map"] == "model") & (rows["source"] == "games")]["spearman"].mean()
     assert own["value"] == pytest.approx(expected)
+    # full randomisation is each cell's own last stage: a model with a shorter cascade keeps its rows
+    shorter = checks.read_cell(cell(checked))["randomization"]
+    last = shorter["stage_index"][shorter["cascade"]].max()
+    both = pd.concat([shorter.assign(model="a"), shorter[shorter["stage_index"] != last].assign(model="b")])
+    full = checks.full_randomization(both)
+    assert set(full["model"]) == {"a", "b"}
+    assert (full[full["model"] == "b"]["stage_index"] == last - 1).all()
     analysis = checked / "smoke" / "analysis"
     for name in ("checks_randomization_mspacman_sparse_fls", "checks_fidelity_mspacman"):
         assert (analysis / f"{name}.png").stat().st_size > 10_000 and (analysis / f"{name}.csv").is_file()

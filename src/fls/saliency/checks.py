@@ -494,9 +494,11 @@ SUMMARY_MEASURES = {"randomization": sanity.SIMILARITIES, "deletion": ("kl_auc",
 
 
 def full_randomization(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the last stage of the cascade (every layer re-initialised), per map."""
+    """The rows of the last stage of the cascade (every layer re-initialised), per map (and
+    per cell, where `rows` holds several: their cascades differ in length)."""
     cascade = rows[rows["cascade"] & (rows["stage"] != TRAINED)]
-    last = cascade.groupby(["source", "map"])["stage_index"].transform("max")
+    keys = [k for k in ("game", "model", "seed", "source", "map") if k in cascade]
+    last = cascade.groupby(keys)["stage_index"].transform("max")
     return cascade[cascade["stage_index"] == last]
 
 
