@@ -292,11 +292,17 @@ def build_fidelity(results: dict[str, pd.DataFrame], grid: Grid) -> list[FigureA
                     ax.set_ylabel(model_label(model), fontsize=7)
                 if r == len(models) - 1:
                     ax.set_xlabel("share of pixels " + ("blurred" if check == "deletion" else "restored"), fontsize=7)
-                if r == 0 and c == 0:
-                    ax.legend(fontsize=5)
         fig.suptitle(f"Deletion and insertion on {game_label(game)} ({SOURCES.get(source, source)}): each map's order "
                      "against a random order and the centre bias", fontsize=9)
-        fig.tight_layout()
+        handles = {}
+        for ax in axes.flat:  # every map of every model once (Nature CNN has no own map)
+            for line, label in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(label, line)
+        order = [map_label(n) for n in map_order([*posthoc.MAPS, *fidelity.BASELINES])]
+        labels = [label for label in order if label in handles]
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        fig.legend([handles[label] for label in labels], labels, loc="lower center", ncol=len(labels), fontsize=7,
+                   frameon=False)
         out.append(FigureArtefact(f"checks_fidelity_{game}", f"Deletion and insertion curves, {game_label(game)}", fig,
                                   pd.DataFrame(data), ["mean curve over every frame of every seed"]))
     return out
