@@ -104,6 +104,7 @@ def figure(cell, maps: list[str], atari_head: Path | None, n: int = PROBE_FRAMES
     games = frames["games"]
     shown = next((i for i, s in enumerate(games.screens) if game_cfg.get("ball") and ball_position(s, game_cfg.ball, 84)),
                  0)
+    ball = ball_position(games.screens[shown], game_cfg.ball, 84) if game_cfg.get("ball") else None
     drawn = []
     for update, _ in cell.snapshots().items():
         try:
@@ -137,6 +138,9 @@ def figure(cell, maps: list[str], atari_head: Path | None, n: int = PROBE_FRAMES
             if saliency is not None:
                 ax.imshow(overlay_on_screen(games.screens[shown], saliency, float(saliency.max()) or 1.0),
                           interpolation="nearest")
+            if ball is not None:  # a white ring where the ball is
+                ax.scatter([(ball[1] + 0.5) * 160 / 84], [(ball[0] + 0.5) * 210 / 84], s=60, facecolors="none",
+                           edgecolors="white", linewidths=0.8)
             if r == 0:
                 ax.set_title(f"update {update}\n{steps.get(update, 0):,} steps", fontsize=7)
             if c == 0:
@@ -149,6 +153,8 @@ def figure(cell, maps: list[str], atari_head: Path | None, n: int = PROBE_FRAMES
                 ax.plot(part["update"], part["value"], style, color=map_colour(name), ms=3, lw=1.2,
                         label=f"{map_label(name)}: {MEASURES[measure]}")
     ax.set_xlabel("update", fontsize=8)
+    ax.set_ylabel(" / ".join(["share of ball frames"] * bool({"on_ball"} & set(measures)) + ["NSS"] * ("nss" in measures)),
+                  fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3)
@@ -157,7 +163,8 @@ def figure(cell, maps: list[str], atari_head: Path | None, n: int = PROBE_FRAMES
     notes = [f"probe frames: {len(games)} frames of the final model's greedy evaluation games (a frame every {EVERY} "
              f"agent steps from step {START})" + (f"; {len(frames['atari_head'])} Atari-HEAD frames (NSS)"
                                                   if "atari_head" in frames else ""),
-             "each panel: the first probe frame that shows the ball (Breakout), the snapshot's map over its own peak"]
+             "each panel: the first probe frame that shows the ball (Breakout; ringed in white), the snapshot's map "
+             "over its own peak"]
     for name in drawn:
         for measure in measures:
             part = data[(data["map"] == name) & (data["measure"] == measure)]
