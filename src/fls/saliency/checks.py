@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,7 +179,7 @@ class FramePlan:
     source: str
     key: dict[str, Any]
     data: Any  # atari_head: the fingerprints of the trials read (RECOMPUTED: another copy is recomputed)
-    collect: Any  # () -> Frames
+    collect: Callable[[], Frames]
 
 
 def game_frames(trained: TrainedCell, cfg: DictConfig, n: int, every: int, start: int,
@@ -291,11 +293,11 @@ def run_checks(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
 class Todo:
     check: str
     name: str  # a map of posthoc.MAPS, or a baseline order of fidelity.BASELINES
-    path: Any
+    path: Path
     key: dict[str, Any]
 
 
-def _maps(cfg: DictConfig, cell: CellDir, model, settings: CheckSettings) -> list[str]:
+def _maps(cell: CellDir, model, settings: CheckSettings) -> list[str]:
     drawn = []
     for name in settings.maps or posthoc.MAPS:
         why = posthoc.needs(name, model)
@@ -322,7 +324,7 @@ def result_key(cfg: DictConfig, plan: FramePlan, check: str, name: str, settings
     return {**key, "checkpoint_global_step": step, "data": plan.data}
 
 
-def refuse_other_settings(path, file_key: dict[str, Any] | None, key: dict[str, Any]) -> None:
+def refuse_other_settings(path: Path, file_key: dict[str, Any] | None, key: dict[str, Any]) -> None:
     """The gaze scores' rule (fls.saliency.scoring.refuse_other_settings): a file of the same
     preset computed with other settings is not replaced without saliency.overwrite=true."""
     if file_key is None:
@@ -361,7 +363,7 @@ def _run(cfg: DictConfig, cell: CellDir, trained: TrainedCell) -> pd.DataFrame:
     settings = CheckSettings.from_config(ah.check)
     posthoc_settings = PostHocSettings.from_config(ah.posthoc)
     model = trained.model
-    maps = _maps(cfg, cell, model, settings)
+    maps = _maps(cell, model, settings)
     if not maps:
         raise ConfigError(f"saliency.check.maps={list(settings.maps or [])}: {model.name} draws none of them; "
                           f"expected some of {', '.join(posthoc.MAPS)}")
