@@ -13,7 +13,7 @@ States (fls.rundir.CellState, from each cell's status.json and the state of its 
                table is followed by the end of its train.log and of its job's log
   resumable    interrupted, or left a checkpoint, and nothing runs it: a rerun resumes it
   not started  in the study's grid, but no directory and no job
-The grid is the union of the cells on disk, the sweep saved in <study>/multirun.yaml (expanded
+The grid is the union of the cells on disk, the training sweep saved in <study>/multirun.yaml (expanded
 as the sweeper expands it: hydra_plugins/fls_sweeper/_grid.py) and the jobs recorded in
 <study>/jobs.jsonl (fls.job_records). Without squeue/sacct the table is built from the
 directories alone.
@@ -39,13 +39,12 @@ from omegaconf import OmegaConf
 from fls import job_records
 from fls.cell_lifecycle import training_identity
 from fls.config import CONF_DIR, changes
-from fls.rundir import Cell, CellDamaged, CellDir, CellState, RunLayout
+from fls.rundir import TRAIN_APP, Cell, CellDamaged, CellDir, CellState, RunLayout
 from fls.train_log import MetricsCSV
 from hydra_plugins.fls_sweeper._grid import cell_overrides, cells_of
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO / "src" / "train.py"
-TRAIN_APP = "train"
 # The keys that name a cell; a rerun command sets them itself.
 CELL_KEYS = ("game", "model", "seed", "study", "run_root")
 
@@ -87,6 +86,8 @@ def multirun_cells(layout: RunLayout, study: str) -> set[Cell]:
     if not path.is_file():
         return set()
     hydra = OmegaConf.load(path).hydra
+    if hydra.job.name != TRAIN_APP:  # written by an evaluation sweep before it had a file of its own
+        return set()
     sources = [s for s in hydra.runtime.config_sources if s.provider == "main" and s.schema == "file"]
     if not sources:
         return set()
@@ -134,7 +135,10 @@ def _run(cmd: list[str]) -> str | None:
 
 def query_slurm(job_ids: set[str]) -> dict[str, dict[str, str]] | None:
     """State of each job: sacct for the past, squeue for the present (it lists pending
-    array tasks one by one, sacct as a range). None when neither answers."""
+    array tasks one by one, sacct as a range). None when neither answers. `state` is the
+    state's name; `text` as SLURM says it (`CANCELLED by 0`: a user's scancel; a plain
+    CANCELLED before it started: a dependency that failed); `dependency`: what a pending
+    job still waits for (squeue's %E)."""
     if not job_ids:
         return {}
     states: dict[str, dict[str, str]] = {}
@@ -143,12 +147,15 @@ def query_slurm(job_ids: set[str]) -> dict[str, dict[str, str]] | None:
     for line in (acct or "").splitlines():
         parts = line.split("|")
         if len(parts) >= 3 and "[" not in parts[0]:
-            states[parts[0]] = {"state": parts[1].split()[0] if parts[1] else "UNKNOWN", "reason": "", "exit": parts[2]}
-    queue = _run(["squeue", "-h", "-r", "--me", "-o", "%i|%T|%r"])
+            states[parts[0]] = {"state": parts[1].split()[0] if parts[1] else "UNKNOWN", "reason": "", "exit": parts[2],
+                                "text": parts[1], "dependency": ""}
+    queue = _run(["squeue", "-h", "-r", "--me", "-o", "%i|%T|%r|%E"])
     for line in (queue or "").splitlines():
         parts = line.split("|")
         if len(parts) >= 3 and parts[0] in job_ids:
-            states[parts[0]] = {"state": parts[1], "reason": "" if parts[2] == "None" else parts[2], "exit": ""}
+            dependency = parts[3] if len(parts) > 3 and parts[3] != "(null)" else ""
+            states[parts[0]] = {"state": parts[1], "reason": "" if parts[2] == "None" else parts[2], "exit": "",
+                                "text": parts[1], "dependency": dependency}
     if acct is None and queue is None:
         return None
     return states
@@ -195,6 +202,10 @@ def classify(status: dict[str, Any], has_checkpoint: bool, slurm: dict[str, str]
         return CellState.FAILED, status.get("error") or ""
     if state == CellState.INTERRUPTED:
         why = f" ({status['error']})" if status.get("error") else ""
+        if job is not None and job not in ("COMPLETED", GONE):
+            # the trainer checkpointed on the way out of a scancel, a last time limit, a lost
+            # node: nothing requeues it, so the study has a failed cell to resubmit
+            return CellState.FAILED, f"its job ended {slurm.get('text') or job}{why}; {resume}"
         return CellState.RESUMABLE, f"interrupted{why}; {resume}"
     if state == CellState.RUNNING:
         if alive:

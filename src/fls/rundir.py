@@ -54,6 +54,8 @@ NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 # Beside multirun.yaml in a study's (= sweep's) directory: the cluster launchers' job records.
 JOBS_FILE = "jobs.jsonl"
+# The app (hydra.job.name) whose sweeps make a study's grid: src/train.py.
+TRAIN_APP = "train"
 
 class CellState(str, Enum):
     """The one vocabulary of a cell's state. The trainer writes the first four to
@@ -604,8 +606,15 @@ class SweepDir:
 
     @property
     def config(self) -> Path:
-        """The sweep's composed config with its overrides, as the sweeper saves it (Hydra's name)."""
+        """The study's grid: the composed config and overrides of its latest training sweep,
+        as the sweeper saves it (Hydra's name). Only a training sweep writes it: the sweeps
+        of the other apps (evaluation, scoring) save theirs beside it (config_of), so a
+        sweep over other cells never passes for the study's grid."""
         return self.path / "multirun.yaml"
+
+    def config_of(self, app: str) -> Path:
+        """Where the sweeper saves a sweep of `app` (hydra.job.name): `config` for train."""
+        return self.config if app == TRAIN_APP else self.path / f"{app}.multirun.yaml"
 
     @property
     def jobs_file(self) -> Path:

@@ -114,7 +114,8 @@ class FlsSweeper(BasicSweeper):
 
         sweep_dir = SweepDir(self.config.hydra.sweep.dir)
         sweep_dir.path.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir.config)
+        # train's is the study's grid (sweep-status reads it); the other apps' go beside it
+        OmegaConf.save(self.config, sweep_dir.config_of(str(self.config.hydra.job.name)))
 
         returns: List[Sequence[JobReturn]] = []
         failed: List[JobReturn] = []
