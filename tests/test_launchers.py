@@ -186,6 +186,11 @@ def test_a_dead_job_fails_its_cell_alone_and_the_sweep_reports_every_failure(tmp
     records = job_records.read(SweepDir(tmp_path / "sweep").jobs_file)
     assert [r["overrides"] for r in records] == [[f"mode={m}"] for m in ("ok", "raise", "die", "fine")]
     assert all(r["cell"] is None and r["app"] == "app" and r["executor"] == "local" for r in records)
+    # the job of the cell that raised ends with exit status 1 (SLURM would count it COMPLETED
+    # and start what depends on it); the others do not
+    ends = {r["overrides"][0]: "the job ends with exit status 1" in Path(r["stdout"]).read_text() + Path(r["stderr"]).read_text()
+            for r in records if r["overrides"] != ["mode=die"]}
+    assert ends == {"mode=ok": False, "mode=raise": True, "mode=fine": False}
 
 
 def test_wait_false_submits_and_returns_at_once(tmp_path):
