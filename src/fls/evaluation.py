@@ -46,6 +46,7 @@ from fls.rundir import (CellBusy, CellDamaged, CellDir, CellWriteError, keep_res
 from fls.saliency import posthoc
 from fls.seed_pack import SeedPack, resolve_batching
 from fls.trained_cell import TrainedCell, open_trained_cell
+from fls.wandb_results import log_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,7 @@ def play_evaluations(plans: list[EvalPlan], game: DictConfig) -> list[dict[str, 
         if plan.previous is not None and not plan.cfg.eval.overwrite:
             keep_result(plan.cell.eval_dir(game.name), plan.cell.eval_previous(game.name))
         summary = write_results(plan.cell, game.name, mine, summary)
+        log_evaluation(plan.cfg, plan.cell, game.name, summary, mine)  # to the cell's W&B run (logger=wandb)
         log.info("%s on %s: %.1f +/- %.1f over %d games (%d truncated)", plan.cell.cell.key, game.name,
                  summary["mean"], summary["std"], summary["n"], summary["truncated"])
         summaries.append(summary)
