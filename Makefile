@@ -32,9 +32,12 @@ $(SETUP): pyproject.toml requirements.lock
 setup: $(SETUP) ## create .venv with the pinned dependencies (idempotent)
 
 EXPERIMENT ?= demo
-LAUNCHER ?= local
-study: $(SETUP) ## a whole study of conf/experiment/, stage after stage, resumably (EXPERIMENT=demo LAUNCHER=local|submitit_local|slurm)
-	$(PY) -m launchers.study --experiment "$(EXPERIMENT)" --launcher "$(LAUNCHER)" --run-root "$(RUN_ROOT)" $(if $(strip $(DEMO_ARGS)),-- $(DEMO_ARGS))
+# where the cells run (conf/launcher/); unset: local, for a study small enough for this machine
+LAUNCHER ?=
+# WAIT=1: on SLURM too, run the stages one after the other here instead of submitting the chain
+WAIT ?=
+study: $(SETUP) ## a whole study of conf/experiment/ (EXPERIMENT=demo LAUNCHER=local|submitit_local|slurm; on SLURM: submitted as one job chain, WAIT=1 waits)
+	$(PY) -m launchers.study --experiment "$(EXPERIMENT)" $(if $(LAUNCHER),--launcher "$(LAUNCHER)") $(if $(WAIT),--wait) --run-root "$(RUN_ROOT)" $(if $(strip $(DEMO_ARGS)),-- $(DEMO_ARGS))
 
 paper: ## the paper's whole study: training, Tables 3-5 (Table 4 needs ATARI_HEAD_ROOT), every figure (LAUNCHER=slurm)
 	$(MAKE) study EXPERIMENT=paper
@@ -109,7 +112,7 @@ test-slurm: $(SETUP) slurm-up ## the SLURM tests (pytest -m slurm) on the local 
 	SLURM_CONF=$(CURDIR)/.slurm/etc/slurm.conf $(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 STATUS_ARGS ?=
-sweep-status: $(SETUP) ## every cell of STUDY: done/running/queued/failed/resumable/not started (STATUS_ARGS=--resubmit-failed)
+sweep-status: $(SETUP) ## every cell and stage of STUDY: done/running/queued/waiting/failed, the ETA (STATUS_ARGS=--resubmit-failed, --cancel)
 	$(PY) -m launchers.status --study "$(STUDY)" --run-root "$(RUN_ROOT)" $(STATUS_ARGS)
 
 clean-venv: ## remove .venv (runs/ is never touched)

@@ -4,6 +4,8 @@
     python -m launchers.status --study paper --resubmit-failed        the command that reruns
                                                                       the failed and missing cells
     python -m launchers.status --study paper --resubmit-failed --run  ... and runs it
+    python -m launchers.status --study paper --cancel                 cancel the study's queued and
+                                                                      running jobs, last stages first
 
 States (fls.rundir.CellState, from each cell's status.json and the state of its latest job):
   done         finished
@@ -16,7 +18,8 @@ States (fls.rundir.CellState, from each cell's status.json and the state of its 
 The grid is the union of the cells on disk, the training sweep saved in <study>/multirun.yaml (expanded
 as the sweeper expands it: hydra_plugins/fls_sweeper/_grid.py) and the jobs recorded in
 <study>/jobs.jsonl (fls.job_records). Without squeue/sacct the table is built from the
-directories alone.
+directories alone. Below the table: each stage of the study (training, evaluation, scoring,
+the analysis job) and the training's ETA (launchers/progress.py).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from fls.cell_lifecycle import training_identity
 from fls.config import CONF_DIR, changes
 from fls.rundir import TRAIN_APP, Cell, CellDamaged, CellDir, CellState, RunLayout
 from fls.train_log import MetricsCSV
+from launchers import progress
 from hydra_plugins.fls_sweeper._grid import cell_overrides, cells_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -258,10 +262,11 @@ def collect(layout: RunLayout, study: str, use_slurm: bool = True) -> list[Row]:
         status, job_id = statuses[cell], job_ids[cell]
         job = slurm.get(job_id, {"state": GONE}) if (slurm is not None and in_slurm[cell]) else None
         state, note = classify(status, dirs[cell].has_checkpoint(), job, _alive_here(status))
-        if state == CellState.RESUMABLE and not dirs[cell].config.exists():
+        left = state == CellState.RESUMABLE or (state == CellState.FAILED and status.get("state") == CellState.INTERRUPTED)
+        if left and not dirs[cell].config.exists():
             damaged[cell] = (f"{dirs[cell].path} has training results but no config.yaml; a rerun is refused "
                              "(restore it, or overwrite=true)")
-        elif state == CellState.RESUMABLE:
+        elif left:
             try:  # what the resume reads besides the checkpoint
                 dirs[cell].recorded_config()
                 MetricsCSV(dirs[cell].metrics).rows()
@@ -432,11 +437,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the command(s) that rerun the failed, resumable and not-started cells")
     parser.add_argument("--run", action="store_true", help="with --resubmit-failed: run them")
     parser.add_argument("--no-slurm", action="store_true", help="do not ask squeue/sacct")
+    parser.add_argument("--cancel", action="store_true",
+                        help="cancel every queued or running job of the study (the last stages first)")
     args = parser.parse_args(argv)
     if args.run and not args.resubmit_failed:
         parser.error("--run goes with --resubmit-failed")
 
     layout = RunLayout(args.run_root)
+    if args.cancel:
+        return progress.cancel(layout, args.study)
     rows = collect(layout, args.study, use_slurm=not args.no_slurm)
     if not rows:
         print(f"error: no cells of study {args.study!r} under {args.run_root}/ "
@@ -446,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     details = failure_details(layout, rows)
     if details:
         print("\n" + details)
+    stage_rows, analysis = progress.collect_stages(layout, args.study, rows, use_slurm=not args.no_slurm)
+    print("\n" + progress.render(stage_rows, analysis, layout.analysis_dir(args.study)))
+    print(progress.eta(layout, rows))
     if not args.resubmit_failed:
         return 0
 
