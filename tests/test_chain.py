@@ -166,8 +166,9 @@ def test_make_study_submits_the_chain_returns_and_the_jobs_carry_the_study_to_it
     assert len(table["data"]) == len(trials) and {"nss", "kl", "sauc", "map"} <= set(table["columns"])
     assert scored.summary["saliency/maps/count"] >= 1
     assert all((scored.folder / "files" / f).is_file() for f in scored.summary["saliency/maps/filenames"])
-    breakout = read_run(find_runs(layout.cell(STUDY, "breakout", "nature_cnn", 2).wandb_dir)[-1])
-    assert breakout.summary["eval/breakout_infinite/mean"] == pytest.approx(
+    breakout = [read_run(p) for p in find_runs(layout.cell(STUDY, "breakout", "nature_cnn", 2).wandb_dir)]
+    [infinite] = [r for r in breakout if "eval/breakout_infinite/mean" in r.summary]  # Table 5's evaluation
+    assert infinite.job_type == "evaluate" and infinite.summary["eval/breakout_infinite/mean"] == pytest.approx(
         json.loads(layout.cell(STUDY, "breakout", "nature_cnn", 2).eval_summary("breakout_infinite").read_text())["mean"])
 
     # a second submission finds nothing to do and submits nothing
@@ -222,3 +223,20 @@ def test_a_cancelled_cell_fails_alone_a_requeued_one_resumes_and_a_resubmission_
     assert cells["breakout"].eval_summary().exists() and cells["breakout"].eval_summary("breakout_infinite").exists()
     table3 = (layout.analysis_dir(STUDY) / "table3.md").read_text()
     assert "Breakout" in table3 and "MsPacman" in table3
+
+
+def test_cancel_stops_the_whole_chain_the_analysis_first(run_root):
+    res, _ = study(run_root, "model=nature_cnn seed=1 plan.saliency=false plan.breakout_infinite=false", atari_head=False)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    ids = {r["job_id"] for r in records(run_root)}
+    assert len(ids) == 5  # 2 training tasks, 2 evaluation tasks, the analysis
+    out, _ = make("sweep-status", f"STUDY={STUDY}", "STATUS_ARGS=--cancel", run_root=run_root, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if "cancelled" in line]
+    assert [line.split(":")[0] for line in lines] == ["analysis", "evaluate", "train"], out.stdout
+    wait_until(lambda: not (set(queue()) & ids), 60, "the queue to empty")
+    # the analysis job never started: cancelling the training first would have let it run
+    analysis = next(r["job_id"] for r in records(run_root) if record_stage(r) == ANALYSIS)
+    assert query_slurm({analysis})[analysis]["text"].startswith("CANCELLED") and analysis not in times({analysis})
+    again, _ = make("sweep-status", f"STUDY={STUDY}", "STATUS_ARGS=--cancel", run_root=run_root, timeout=120)
+    assert f"{STUDY}: no job of the study is queued or running" in again.stdout
