@@ -37,7 +37,7 @@ LAUNCHER ?=
 # WAIT=1: on SLURM too, run the stages one after the other here instead of submitting the chain
 WAIT ?=
 study: $(SETUP) ## a whole study of conf/experiment/ (EXPERIMENT=demo LAUNCHER=local|submitit_local|slurm; on SLURM: submitted as one job chain, WAIT=1 waits)
-	$(PY) -m launchers.study --experiment "$(EXPERIMENT)" $(if $(LAUNCHER),--launcher "$(LAUNCHER)") $(if $(WAIT),--wait) --run-root "$(RUN_ROOT)" $(if $(strip $(DEMO_ARGS)),-- $(DEMO_ARGS))
+	$(PY) -m studies.study --experiment "$(EXPERIMENT)" $(if $(LAUNCHER),--launcher "$(LAUNCHER)") $(if $(WAIT),--wait) --run-root "$(RUN_ROOT)" $(if $(strip $(DEMO_ARGS)),-- $(DEMO_ARGS))
 
 paper: ## the paper's whole study: training, Tables 3-5 (Table 4 needs ATARI_HEAD_ROOT), every figure (LAUNCHER=slurm)
 	$(MAKE) study EXPERIMENT=paper
@@ -103,17 +103,17 @@ bench-learning: $(SETUP) ## ours vs CleanRL's ppo_atari.py, GAME x SEEDS x STEPS
 	$(PY) -m bench.learning --game $(GAME) --seeds $(SEEDS) --first-seed $(FIRST_SEED) --steps $(STEPS) $(if $(CLEANRL),--cleanrl "$(CLEANRL)") $(foreach f,$(ADD),--add "$(f)")
 
 slurm-up: ## start a one-node SLURM with accounting here (root; installs slurm-wlm, munge, MariaDB if missing)
-	launchers/slurm-local/up.sh
+	cluster/slurm-local/up.sh
 
 slurm-down: ## stop the local SLURM and remove its state (.slurm/)
-	launchers/slurm-local/down.sh
+	cluster/slurm-local/down.sh
 
 test-slurm: $(SETUP) slurm-up ## the SLURM tests (pytest -m slurm) on the local one-node SLURM
 	SLURM_CONF=$(CURDIR)/.slurm/etc/slurm.conf $(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 STATUS_ARGS ?=
 sweep-status: $(SETUP) ## every cell and stage of STUDY: done/running/queued/waiting/failed, the ETA (STATUS_ARGS=--resubmit-failed, --cancel)
-	$(PY) -m launchers.status --study "$(STUDY)" --run-root "$(RUN_ROOT)" $(STATUS_ARGS)
+	$(PY) -m studies.status --study "$(STUDY)" --run-root "$(RUN_ROOT)" $(STATUS_ARGS)
 
 clean-venv: ## remove .venv (runs/ is never touched)
 	rm -rf $(VENV)

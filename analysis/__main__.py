@@ -32,6 +32,8 @@ from analysis.load import SourceError
 from analysis.sources import open_source
 from analysis.paper import DEFAULT_DIR, PaperValues
 from analysis.render import Artefact, Skipped, markdown, write_figure, write_table
+from fls.cli import command
+from fls.errors import ConfigError
 from fls.rundir import RunLayout
 from fls.saliency import posthoc
 
@@ -133,26 +135,23 @@ def show(name: str, built, out_dir: Path) -> None:
         print("\n".join([*(f"wrote {p}" for p in paths), *(f"- {n}" for n in built.notes)]) + "\n")
 
 
+@command  # a refusal: one line and exit status 2 (fls.cli)
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.replay_steps < 3:
-        print(f"error: --replay-steps {args.replay_steps}: expected at least 3 agent steps", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--replay-steps {args.replay_steps}: expected at least 3 agent steps")
     maps = args.maps.split(",")
     bad = [m for m in maps if m not in posthoc.MAPS]
     if bad:  # before any artefact is written
-        print(f"error: --maps {','.join(bad)}: expected some of {', '.join(posthoc.MAPS)}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--maps {','.join(bad)}: expected some of {', '.join(posthoc.MAPS)}")
     try:
         bootstrap = Bootstrap(args.reps, args.bootstrap_seed)
         pairs = stats.parse_pairs(args.pairs)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise ConfigError(str(e)) from None
     wanted = {"all": ARTEFACTS, "scatter": SCATTERS, "stats": STATS}.get(args.artefact, [args.artefact])
     if args.study is None and wanted != ["table2"]:
-        print(f"error: {args.artefact} needs --study <name> (the sweep under {args.run_root}/)", file=sys.stderr)
-        return 2
+        raise ConfigError(f"{args.artefact} needs --study <name> (the sweep under {args.run_root}/)")
     out_dir = RunLayout(args.run_root).analysis_dir(args.study) if args.study else None
 
     if "table2" in wanted:  # from the registry alone: needs no study
@@ -173,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         stats.check_pairs(pairs, grid.models)
         metrics = source.metrics() if set(rest) & {*FIGURES, "efficiency"} else None  # once for all figures
     except (ValueError, SourceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise ConfigError(str(e)) from None
 
     for name in rest:
         if name in STATS:
@@ -185,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 built, skipped = build_figure(name, source, grid, metrics, args, maps)
             except ValueError as e:  # fig5's Atari-HEAD folder
-                print(f"error: {e}", file=sys.stderr)
-                return 2
+                raise ConfigError(str(e)) from None
             if built is None:
                 if skipped:
                     print(skipped + "\n")

@@ -8,7 +8,7 @@ the raw screen), with its own env settings, actions sampled as in evaluation, at
 `--replay-steps` agent steps (600); the two frames are at 1/3 and 2/3 of what it played. Each map is
 divided by the larger peak of its two frames, so the two frames of a pair compare.
 `--maps` draws a post-hoc map instead of (or beside) the model's own. A colour bar gives the
-scale: the overlay's colour (fls.video's colormap) and opacity both grow with the map.
+scale: the overlay's colour (fls.saliency.overlay's colormap) and opacity both grow with the map.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from analysis.grid import Grid  # noqa: E402
 from analysis.load import first_trained  # noqa: E402
 from analysis.render import FigureArtefact  # noqa: E402
 from analysis.style import game_label, model_label  # noqa: E402
-from fls.config import load_group  # noqa: E402
+from fls.games import game_config  # noqa: E402
 from fls.envs import make_vec_env  # noqa: E402
 from fls.evaluation import eval_seed  # noqa: E402
 from fls.rundir import RunLayout  # noqa: E402
 from fls.saliency import posthoc  # noqa: E402
-from fls.video import ALPHA, HEAT, overlay_on_screen  # noqa: E402
+from fls.saliency.overlay import ALPHA, HEAT, overlay_on_screen  # noqa: E402
 
 DEFAULT_GAMES = ("breakout", "seaquest")
 DEFAULT_MODELS = ("dense_fls", "sparse_fls")
@@ -48,7 +48,7 @@ DATA_COLUMNS = ["game", "model", "seed", "map", "replay_seed", "agent_step", "ch
 
 def replay(config, trained, steps: int = REPLAY_STEPS) -> tuple[int, list[tuple[int, np.ndarray, np.ndarray]]]:
     """(replay seed, [(agent step, raw screen, stack)] at 1/3 and 2/3 of a short game)."""
-    game = load_group("game", str(config.game.name))
+    game = game_config(str(config.game.name))
     env_cfg = OmegaConf.merge(config.env, {"backend": "gymnasium"})
     seed = eval_seed(config)
     torch.manual_seed(seed)

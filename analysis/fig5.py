@@ -29,11 +29,13 @@ from analysis.grid import Grid  # noqa: E402
 from analysis.load import first_trained  # noqa: E402
 from analysis.render import FigureArtefact  # noqa: E402
 from analysis.style import game_label, model_label  # noqa: E402
-from fls.rundir import REPO, RunLayout  # noqa: E402
+from fls.errors import AtariHeadError  # noqa: E402
+from fls.facts import REPO  # noqa: E402
+from fls.rundir import RunLayout  # noqa: E402
 from fls.saliency import posthoc  # noqa: E402
-from fls.saliency.atari_head import GAMES, AtariHead, AtariHeadError  # noqa: E402
+from fls.saliency.atari_head import GAMES, AtariHead  # noqa: E402
 from fls.saliency.gaze import ProcessedFrame, play_trial  # noqa: E402
-from fls.video import overlay_on_screen  # noqa: E402
+from fls.saliency.overlay import overlay_on_screen  # noqa: E402
 
 SAMPLE = REPO / "data" / "atari_head_sample"
 PANEL_W, PANEL_H, DPI = 2.0, 2.9, 100

@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fls.rundir import CellDamaged, CellDir, RunLayout
-from fls.train_log import X_AXIS
+from fls.errors import CellDamaged
+from fls.rundir import EPREWMEAN, X_AXIS, CellDir, RunLayout
 
-EPREWMEAN = "charts/eprewmean"
 KEYS = ["game", "model", "seed"]
 CELL_COLUMNS = [*KEYS, "state"]
 METRIC_COLUMNS = [*KEYS, "frames", "eprewmean"]
@@ -119,7 +118,7 @@ class FileSource:
         frames = []
         for cell in self._cells():
             target = eval_game or cell.cell.game
-            # only a whole evaluation: summary.json and the games it names (fls.rundir.read_result)
+            # only a whole evaluation: summary.json and the games it names (fls.rundir.read_eval_result)
             try:
                 result = cell.eval_result(target)
             except CellDamaged as e:
@@ -182,7 +181,7 @@ def first_trained(layout: RunLayout, study: str, game: str, model: str, seeds: l
     A cell without its config.yaml is left out, as the trainer and evaluator refuse it."""
     import torch
 
-    from fls.checkpoint import CheckpointError
+    from fls.errors import CheckpointError
     from fls.trained_cell import load_model
 
     for seed in seeds:

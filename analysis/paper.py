@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
+from fls.facts import REPO
+
 DEFAULT_DIR = REPO / "data" / "paper_values"
 
 

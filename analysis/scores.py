@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.intervals import MIN_RUNS, Bootstrap, estimate, iqm
+from fls.facts import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 REFERENCE_SCORES = REPO / "data" / "reference_scores.csv"
 SEED_COLUMNS = ["game", "model", "seed", "score", "games"]
 IQM_COLUMNS = ["game", "model", "iqm", "iqm_lower", "iqm_upper", "iqm_seeds"]

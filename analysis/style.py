@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fls.config import group_options, load_group
+from fls.games import all_games
 from fls.models import MODELS
 
 # conf/game/<game>.yaml: each game's label and its column in the paper's tables
-_GAMES = {name: load_group("game", name) for name in group_options("game")}
+_GAMES = all_games()
 GAME_ORDER = sorted(_GAMES, key=lambda name: int(_GAMES[name].column))
 GAME_LABELS = {name: str(cfg.label) for name, cfg in _GAMES.items()}
 

@@ -12,7 +12,7 @@ import torch
 
 from analysis.render import Artefact, fmt_number
 from analysis.style import game_label, order_games
-from fls.config import group_options, load_group
+from fls.games import all_games, trained_games
 from fls.models import MODELS, build_model, count_parameters
 
 BASELINE = "nature_cnn"  # the paper's "% of [24]" column
@@ -21,10 +21,9 @@ BASELINE = "nature_cnn"  # the paper's "% of [24]" column
 def games_by_action_count() -> dict[int, list[str]]:
     """Action count -> games with that many actions; BreakoutInfinite is Breakout's count."""
     counts: dict[int, list[str]] = {4: []}
-    for name in group_options("game"):
-        game = load_group("game", name)
-        if not game.get("infinite", False):
-            counts.setdefault(int(game.num_actions), []).append(str(game.name))
+    for name in trained_games():
+        game = all_games()[name]
+        counts.setdefault(int(game.num_actions), []).append(str(game.name))
     return {n: order_games(g) for n, g in sorted(counts.items())}
 
 

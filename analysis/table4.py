@@ -34,13 +34,13 @@ from analysis.intervals import Bootstrap, describe, estimate, fmt_interval
 from analysis.paper import PaperValues
 from analysis.render import MISSING, Artefact, Skipped, bold, fmt_mean_std, fmt_number
 from analysis.style import game_label, has_attention, model_label, order_games, order_models
-from fls.saliency.atari_head import GAMES
+from fls.games import scored_games
 from fls.saliency.posthoc import LABELS, METHODS
 
 METRICS = {"nss": ("NSS (higher is better)", True), "kl": ("KL divergence (lower is better)", False),
            "sauc": ("Shuffled AUC (higher is better)", True)}
 BASELINE_MAPS = {"center": "Center prior †", "uniform": "Uniform †"}
-HEAD_GAMES = [g for g in GAMES if g != "breakout_infinite"]  # conf/game: the games Atari-HEAD recorded
+HEAD_GAMES = scored_games()  # conf/game: the games Atari-HEAD recorded, evaluation-only ones aside
 SETTINGS = ["preset", "resolution", "alignment"]
 DIGITS = 3
 STAT_COLUMNS = ["metric", "preset", "resolution", "alignment", "game", "row", "map", "mean", "std", "n", "n_kind",

@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis.load import (CELL_COLUMNS, EPREWMEAN, FRAME_COLUMNS, GAME_COLUMNS, METRIC_COLUMNS, SALIENCY_COLUMNS,
                            SourceError, clean_curve, empty)
-from fls.train_log import X_AXIS
+from fls.rundir import X_AXIS
 
 RUN_NAME = re.compile(r"^(?P<game>[^/]+)/(?P<model>[^/]+)/seed_(?P<seed>-?\d+)$")
 # W&B run states in the layout's vocabulary (fls.rundir)

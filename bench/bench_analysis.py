@@ -29,9 +29,9 @@ import pandas as pd
 
 from fls.evaluation import GAME_COLUMNS, summarize, write_results
 from fls.rundir import RunLayout
-from fls.train_log import COLUMNS, X_AXIS
+from fls.facts import REPO
+from fls.rundir import METRIC_COLUMNS as COLUMNS, X_AXIS
 
-REPO = Path(__file__).resolve().parents[1]
 STUDY = "bench_analysis"
 GAMES = ("breakout", "mspacman", "seaquest")
 MODELS = ("nature_cnn", "daqn", "rs_ppo", "sparse_fls", "dense_fls")

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import scipy.stats
 from sklearn.metrics import roc_auc_score
 
+from fls.facts import REPO
 from fls.saliency.atari_head import AtariHead
 from fls.saliency.gaze import play_trial
 from fls.saliency.metrics import kl_divergence, nss, pick_other_frames, shuffled_auc, upscale_saliency
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "atari_head_sample"
+SAMPLE = REPO / "data" / "atari_head_sample"
 SIGMA = 5.0
 SEED = 42
 TARGET_RATIO = 50.0

@@ -29,6 +29,7 @@ import torch
 import torch._dynamo
 import torch.nn.functional as F
 
+from fls.facts import now
 from fls.models import MODELS, SpeedOptions, apply_speed_options, autocast_context, build_model, count_parameters
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "models.json"
@@ -137,7 +138,7 @@ def run(models: list[str] | None = None, options: list[str] | None = None, devic
             "num_actions": NUM_ACTIONS,
             "quick": quick,
             "reference": "/".join(REFERENCE),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "date": now(),
         },
         "params": {name: count_parameters(build_model(name, NUM_ACTIONS)) for name in dict.fromkeys(
             [REFERENCE[0], *models])},

@@ -20,16 +20,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.optim as optim
 
 from bench import throughput
+from fls.facts import REPO, script
 from fls.rundir import RunLayout
 from fls.seed_pack import SeedPack, resolve_batching
 
-REPO = Path(__file__).resolve().parents[1]
 NUM_ENVS, NUM_STEPS, EPOCHS, MINIBATCHES = 8, 128, 4, 4
 
 
@@ -51,7 +50,7 @@ def _steady(rows: list[dict]) -> tuple[int, float]:
 def train(model: str, seeds: list[int], updates: int, backend: str, batching: str = "auto") -> list[list[dict]]:
     """Run src/train.py on `seeds` (packed when several) and return each cell's metric rows."""
     with tempfile.TemporaryDirectory() as root:
-        cmd = [sys.executable, "src/train.py", f"run_root={root}", "study=bench", f"seed={seeds[0]}", "logger=none",
+        cmd = [sys.executable, str(script("train")), f"run_root={root}", "study=bench", f"seed={seeds[0]}", "logger=none",
                "game=breakout", f"model={model}", f"num_envs={NUM_ENVS}",
                f"total_timesteps={NUM_ENVS * NUM_STEPS * (updates + 1)}", "checkpoint_every=1000",
                f"env.backend={backend}"]

@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fls.config import group_options, load_group
+from fls.facts import REPO, group_options, script
+from fls.games import game_config
 from fls.rundir import RunLayout
 
-REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "learning"
 MARKS = 6
 WINDOW = 100
@@ -75,7 +75,7 @@ class Column:
 
 
 def ours_command(col: Column, game: str, seed: int, steps: int, run_root: Path) -> list[str]:
-    return [sys.executable, str(REPO / "src" / "train.py"), f"game={game}", "model=nature_cnn", f"seed={seed}",
+    return [sys.executable, str(script("train")), f"game={game}", "model=nature_cnn", f"seed={seed}",
             f"total_timesteps={steps}", f"study=learning_{col.name}", f"run_root={run_root}",
             "logger=none", "torch_threads=1", "env.num_threads=1", "log_every_s=600", *col.overrides]
 
@@ -273,7 +273,7 @@ def add_earlier(columns: list[Column], path: Path, steps: int) -> list[Column]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    game_cfg = load_group("game", args.game)
+    game_cfg = game_config(args.game)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     run_root = args.out / "runs"
     columns = [Column("ours", "ours")]

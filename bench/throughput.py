@@ -17,20 +17,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-from fls.config import load_group
+from fls.facts import REPO, load_group, script
+from fls.games import game_config
 from fls.rundir import RunLayout
 from fls.envs import EpisodicLife, FireReset, MaxAndSkip, NoopReset, make_vec_env
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def game_cfg(game: str = "breakout"):
-    return load_group("game", game)
+    return game_config(game)
 
 
 def env_sps(backend: str, num_envs: int, steps: int, game: str = "breakout") -> float:
@@ -85,7 +83,7 @@ def trainer_sps(num_envs: int, updates: int, *overrides: str, model: str = "spar
     """Steady-state SPS of src/train.py over updates 2..updates+1."""
     with tempfile.TemporaryDirectory() as root:
         steps = num_envs * 128 * (updates + 1)
-        cmd = [sys.executable, "src/train.py", f"run_root={root}", "study=bench", "seed=1", "logger=none",
+        cmd = [sys.executable, str(script("train")), f"run_root={root}", "study=bench", "seed=1", "logger=none",
                f"game={game}", f"model={model}", f"num_envs={num_envs}", f"total_timesteps={steps}",
                "checkpoint_every=1000", *overrides]
         res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)

@@ -16,14 +16,12 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from fls import zoo
-from fls.cell_lifecycle import refuse
-from fls.checkpoint import CheckpointError
-from fls.cli import check_command_line
-from fls.errors import CellsRefused, ConfigError
+from fls.cli import app, check_command_line
 from fls.config import cell_configs
 from fls.evaluation import check_eval_config, evaluate_cells
-from fls.rundir import CellBusy, CellDamaged, CellWriteError, cell_from_config
+from fls.rundir import cell_from_config
+from fls.video import record_cell_video
+from fls.zoo.entry import select
 
 log = logging.getLogger("evaluate")
 
@@ -33,10 +31,8 @@ def evaluate(cfg: DictConfig):
     together (one vector env, all models called at each step)."""
     check_eval_config(cfg)
     cfgs = cell_configs(cfg)
-    cells = [zoo.select(one) or cell_from_config(one) for one in cfgs]
+    cells = [select(one) or cell_from_config(one) for one in cfgs]
     if cfg.video:
-        from fls.video import record_cell_video
-
         results = [record_cell_video(one, cell) for one, cell in zip(cfgs, cells)]
     else:
         results = evaluate_cells(cfgs, cells)
@@ -47,11 +43,9 @@ def evaluate(cfg: DictConfig):
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@app  # a refusal is one line (fls.cli); in a sweep, this cell alone fails
 def main(cfg: DictConfig):
-    try:
-        return evaluate(cfg)
-    except (ConfigError, CheckpointError, CellBusy, CellDamaged, CellWriteError, CellsRefused) as e:
-        refuse(cfg, e)
+    return evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -15,35 +15,28 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from fls import zoo
-from fls.cell_lifecycle import refuse
-from fls.checkpoint import CheckpointError
-from fls.cli import check_command_line
+from fls.cli import app, check_command_line
 from fls.config import cell_configs
-from fls.errors import ConfigError
-from fls.rundir import CellBusy, CellDamaged, CellWriteError, cell_from_config
-from fls.saliency.atari_head import AtariHeadError
+from fls.rundir import cell_from_config
 from fls.saliency.scoring import check_saliency_config, score_cell
+from fls.zoo.entry import select
 
 log = logging.getLogger("saliency_metrics")
 
 
 @hydra.main(config_path="../conf", config_name="saliency", version_base="1.3")
+@app  # a refusal is one line (fls.cli); in a sweep, this cell alone fails
 def main(cfg: DictConfig):
     """Score the cell `cfg` names; under pack=seeds, the cells of pack.seeds one after another
     (scoring has no rollout to share)."""
     results = {}
-    try:
-        cfgs = cell_configs(cfg)
-        for one in cfgs:
-            cell = zoo.select(one) or cell_from_config(one)
-            trials = score_cell(one, cell)
-            if trials is None:  # nothing to score: leave no empty directory behind
-                cell.remove_if_empty()
-            results[cell.cell.key] = None if trials is None else trials.to_dict("records")
-    except (ConfigError, CheckpointError, AtariHeadError, CellBusy, CellDamaged, CellWriteError) as e:
-        refuse(cfg, e)
-        return None
+    cfgs = cell_configs(cfg)
+    for one in cfgs:
+        cell = select(one) or cell_from_config(one)
+        trials = score_cell(one, cell)
+        if trials is None:  # nothing to score: leave no empty directory behind
+            cell.remove_if_empty()
+        results[cell.cell.key] = None if trials is None else trials.to_dict("records")
     return next(iter(results.values())) if len(cfgs) == 1 else results
 
 

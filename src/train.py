@@ -6,7 +6,7 @@
 One cell = (study, game, model, seed); with pack=seeds one job trains the cells of several
 seeds together, each as it would train alone (fls.seed_pack). This file is the algorithm; the cells' life cycle
 (skip when done, resume, checkpoints, signals, status, the metric sinks) is
-fls.training_run.TrainingRun. Settings: conf/train.yaml and its groups (conf/ppo/baselines.yaml
+fls.training_cell.TrainingRun. Settings: conf/train.yaml and its groups (conf/ppo/baselines.yaml
 is docs/protocol.md#ppo).
 """
 
@@ -20,39 +20,34 @@ import torch
 import torch.optim as optim
 from omegaconf import DictConfig
 
-from fls import checkpoint
-from fls.cell_lifecycle import refuse
-from fls.cli import check_command_line
-from fls.config import cell_configs, check_train_config, pack_batching, resolve_device
-from fls.errors import CellsRefused, ConfigError
+from fls.cli import app, check_command_line
+from fls.config import cell_configs, pack_batching, resolve_device
 from fls.envs import make_vec_env
 from fls.models import autocast_context
+from fls.rundir import X_AXIS
 from fls.seed_pack import PackLayout, SeedPack
-from fls.rundir import CellBusy, CellDamaged, CellWriteError
-from fls.train_log import X_AXIS
-from fls.training_run import TrainingRun
+from fls.training_cell import TrainingRun, check_train_config
 
 
 def train(cfg: DictConfig) -> dict | None:
     """Train the cell `cfg` names, or under pack=seeds the cells of pack.seeds together."""
-    num_updates = int(cfg.total_timesteps) // (int(cfg.num_envs) * int(cfg.ppo.num_steps))
-    with TrainingRun.open(cfg, num_updates, int(cfg.num_envs) * int(cfg.ppo.num_steps)) as runs:
+    with TrainingRun.open(cfg) as runs:
         results = {}
         for run in runs:  # cells that resume at the same update; usually one run
             with run:
-                ppo(cfg, run, num_updates)
+                ppo(cfg, run)
             results.update(run.results)
     if len(cell_configs(cfg)) == 1:
         return next(iter(results.values()), None)  # None: done already
     return results
 
 
-def ppo(cfg: DictConfig, run: TrainingRun, num_updates: int) -> None:
+def ppo(cfg: DictConfig, run: TrainingRun) -> None:
     """PPO for the k cells of `run`: k = 1, or the seeds of a packed job, each with its own
     envs, model, random stream, minibatches, advantage normalisation, clip and Adam state."""
     ppo = cfg.ppo
     k, num_envs, num_steps = len(run.cells), int(cfg.num_envs), int(ppo.num_steps)
-    batch_size = num_envs * num_steps  # per cell
+    batch_size = run.schedule.batch_size  # per cell: num_envs x num_steps
     minibatch_size = batch_size // int(ppo.num_minibatches)
     device = resolve_device(cfg.device)
     if cfg.torch_threads:
@@ -102,8 +97,7 @@ def ppo(cfg: DictConfig, run: TrainingRun, num_updates: int) -> None:
     for update in run.updates():
         # Learning rate annealed linearly to 0 over the whole run
         if ppo.anneal_lr:
-            frac = 1.0 - (update - 1.0) / num_updates
-            optimizer.param_groups[0]["lr"] = frac * ppo.learning_rate
+            optimizer.param_groups[0]["lr"] = run.schedule.lr(update)
 
         # Rollout (envs.pipeline: the policy acts for one env group while the others play);
         # a group holds the same envs of every cell, cell by cell: k x its share
@@ -217,11 +211,9 @@ def ppo(cfg: DictConfig, run: TrainingRun, num_updates: int) -> None:
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@app  # a refusal is one line (fls.cli); in a sweep, this cell alone fails
 def main(cfg: DictConfig) -> dict | None:
-    try:
-        return train(cfg)
-    except (ConfigError, checkpoint.CheckpointError, CellBusy, CellDamaged, CellWriteError, CellsRefused) as e:
-        refuse(cfg, e)  # one line; in a sweep, this cell alone fails
+    return train(cfg)
 
 
 if __name__ == "__main__":

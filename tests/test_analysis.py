@@ -29,8 +29,8 @@ from analysis.paper import PaperValues
 from analysis.render import Artefact, Skipped, latex, markdown, markdown_table
 from analysis.wandb_source import WandbSource, flat_config, run_cell, run_curve
 from fls.evaluation import GAME_COLUMNS, evaluate_cell, summarize, write_results
-from fls.rundir import CellDir, RunLayout
-from fls.train_log import COLUMNS, X_AXIS, MetricsCSV
+from fls.rundir import METRIC_COLUMNS as COLUMNS, X_AXIS, CellDir, RunLayout
+from fls.train_log import MetricsCSV
 
 from conftest import PYTHON, REPO
 

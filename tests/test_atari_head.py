@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from fls.errors import AtariHeadError
 from fls.saliency.atari_head import (
     GAMES,
     AtariHead,
-    AtariHeadError,
     AtariHeadWarning,
     read_frames,
     read_labels,

@@ -148,7 +148,7 @@ def test_table5_evaluates_breakout_cells_on_breakout_infinite(tmp_path: Path):
 def test_the_env_factory_puts_the_wrapper_under_the_frame_skip():
     from omegaconf import OmegaConf
 
-    from fls.config import CONF_DIR
+    from fls.facts import CONF_DIR
     from fls.envs import MaxAndSkip, make_vec_env
 
     game = OmegaConf.load(CONF_DIR / "game" / "breakout_infinite.yaml")

@@ -1,5 +1,5 @@
-"""A whole study as a SLURM job chain (launchers/chain.py) on the one-node SLURM of
-launchers/slurm-local (make test-slurm): `make study ... LAUNCHER=slurm_local` submits every
+"""A whole study as a SLURM job chain (studies/chain.py) on the one-node SLURM of
+cluster/slurm-local (make test-slurm): `make study ... LAUNCHER=slurm_local` submits every
 stage and returns while the jobs run; the stages run in order with nothing of ours waiting;
 a cell cancelled mid-training fails alone and its dependents are not run; a requeued one
 resumes and its chain completes; a resubmission queues only what is missing; the W&B runs
@@ -20,8 +20,8 @@ import pytest
 
 from fls import job_records
 from fls.rundir import RunLayout
-from launchers.chain import ANALYSIS, queue, record_cells, record_stage
-from launchers.status import query_slurm
+from studies.slurm import query_slurm, queue
+from studies.stages import ANALYSIS, record_cells, record_stage
 
 from conftest import ATARI_HEAD_SAMPLE, PYTHON, REPO
 from test_slurm import slurm, slurm_env, wait_until  # noqa: F401 - slurm_env is a fixture

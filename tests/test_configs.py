@@ -8,11 +8,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
-from hydra_plugins.fls_sweeper._grid import cell_overrides
+from fls.grid import cell_overrides
 from omegaconf import OmegaConf
 
 import fls.rundir  # noqa: F401  (registers ${cell_dir:...})
-from fls.config import check_train_config
+from fls.games import trained_games
+from fls.training_cell import check_train_config
 from fls.errors import ConfigError
 
 from conftest import REPO
@@ -140,7 +141,7 @@ def test_experiments_name_their_study_and_grid():
     assert len(cells) == 15 * 6 * 5
     chosen = {key: {o.split("=", 1)[1] for c in cells for o in c if o.startswith(f"{key}=")} for key in ("game", "model")}
     assert chosen["model"] == set(SPEC_MODELS)
-    assert chosen["game"] == set(SPEC_GAMES) - {"breakout_infinite"}
+    assert chosen["game"] == set(SPEC_GAMES) - {"breakout_infinite"} == set(trained_games())  # conf/game: evaluation_only
 
 
 def test_hydra_dirs_are_the_cell_directory():

@@ -1,4 +1,4 @@
-"""The study's W&B report and workspace (launchers/dashboard.py), offline: built with
+"""The study's W&B report and workspace (studies/dashboard.py), offline: built with
 wandb-workspaces, written as specs, and one line saying what would be created."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from conftest import PYTHON, REPO
 
 
 def dashboard(root, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "launchers.dashboard", "--study", "s", "--run-root", str(root), *args],
+    return subprocess.run([PYTHON, "-m", "studies.dashboard", "--study", "s", "--run-root", str(root), *args],
                           cwd=REPO, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline"})
 
 

@@ -29,20 +29,20 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from fls import checkpoint, config, rundir, zoo
-from fls.cell_lifecycle import open_training_cell
-from fls.checkpoint import CheckpointError
+from fls import checkpoint, config, durable
 from fls.cli import check_overrides
-from fls.errors import ConfigError
+from fls.errors import CellDamaged, CellWriteError, CheckpointError, ConfigError
 from fls.evaluation import check_eval_config, evaluate_cells
-from fls.rundir import LOCK_PREFIX, CellDamaged, CellWriteError, RunLayout, cell_from_config
+from fls.rundir import LOCK_PREFIX, PROVENANCE, WEIGHTS, RunLayout, ZooEntry, cell_from_config, read_eval_result
 from fls.saliency.scoring import check_saliency_config, score_cell
 from fls.train_log import MetricsCSV
-from launchers import status as sweep_status
+from fls.training_cell import check_train_config, open_training_cell
+from fls.zoo.entry import FORMAT, entries, install, read_entry, sha256
+from studies import status as sweep_status
 
 from conftest import PYTHON, REPO, copy_runs
 
-CHECKS = {"train": config.check_train_config, "evaluate": check_eval_config, "saliency": check_saliency_config}
+CHECKS = {"train": check_train_config, "evaluate": check_eval_config, "saliency": check_saliency_config}
 
 
 def compose_cfg(entry: str, *overrides: str):
@@ -98,7 +98,7 @@ def test_every_boolean_key_of_conf_refuses_anything_but_true_or_false(entry, tmp
 ])
 def test_log_every_s_and_env_keys_are_checked(override, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
-        check_overrides("train", [f"run_root={tmp_path}", override], config.check_train_config)
+        check_overrides("train", [f"run_root={tmp_path}", override], check_train_config)
 
 
 # ---------------------------------------------------------------------------------------
@@ -213,36 +213,36 @@ def test_evaluating_a_crafted_checkpoint_is_one_line_and_runs_nothing(smoke_runs
 
 
 def test_every_zoo_entry_records_the_hash_of_its_weights():
-    for name in zoo.entries():
+    for name in entries():
         path = REPO / "zoo" / name
-        provenance = json.loads((path / zoo.PROVENANCE).read_text())
-        assert provenance["weights_sha256"] == zoo.sha256(path / zoo.WEIGHTS)
-        zoo.read_entry(path)
+        provenance = json.loads((path / PROVENANCE).read_text())
+        assert provenance["weights_sha256"] == sha256(path / WEIGHTS)
+        read_entry(ZooEntry(name))
 
 
 def test_tampered_zoo_weights_are_one_line_and_run_nothing(tmp_path):
     entry = tmp_path / "zoo" / "breakout_nature_cnn"
     shutil.copytree(REPO / "zoo" / "breakout_nature_cnn", entry)
     marker = tmp_path / "ran"
-    good = (entry / zoo.WEIGHTS).read_bytes()
-    torch.save({"format": zoo.FORMAT, "state_dict": Payload(marker)}, entry / zoo.WEIGHTS)
+    good = (entry / WEIGHTS).read_bytes()
+    torch.save({"format": FORMAT, "state_dict": Payload(marker)}, entry / WEIGHTS)
     with pytest.raises(ConfigError) as info:
-        zoo.install("breakout_nature_cnn", tmp_path / "runs", zoo_dir=tmp_path / "zoo")
+        install("breakout_nature_cnn", tmp_path / "runs", zoo_dir=tmp_path / "zoo")
     assert "\n" not in str(info.value) and "weights.pt" in str(info.value)
     assert not marker.exists() and not (tmp_path / "runs").exists()
     # other numbers in a well-formed file: not the weights the entry records
     weights = torch.load(io.BytesIO(good), weights_only=True)
     first = next(k for k, v in weights["state_dict"].items() if v.is_floating_point())
     weights["state_dict"][first] = weights["state_dict"][first] + 1
-    torch.save(weights, entry / zoo.WEIGHTS)
+    torch.save(weights, entry / WEIGHTS)
     with pytest.raises(ConfigError, match=r"weights.pt: not the weights zoo entry breakout_nature_cnn records") as info:
-        zoo.install("breakout_nature_cnn", tmp_path / "runs", zoo_dir=tmp_path / "zoo")
+        install("breakout_nature_cnn", tmp_path / "runs", zoo_dir=tmp_path / "zoo")
     assert "\n" not in str(info.value)
 
 
 def test_an_installed_zoo_cell_whose_weights_changed_is_refused(tmp_path):
-    cell = zoo.install("breakout_nature_cnn", tmp_path)
-    assert zoo.install("breakout_nature_cnn", tmp_path).path == cell.path  # intact: reused
+    cell = install("breakout_nature_cnn", tmp_path)
+    assert install("breakout_nature_cnn", tmp_path).path == cell.path  # intact: reused
     state = checkpoint.load(cell.checkpoint)
     first = next(iter(state["model"]))
     state["model"][first] = state["model"][first] + 0.5
@@ -250,7 +250,7 @@ def test_an_installed_zoo_cell_whose_weights_changed_is_refused(tmp_path):
     torch.save(state, buffer)
     cell.checkpoint.write_bytes(buffer.getvalue())
     with pytest.raises(ConfigError, match="is not zoo entry breakout_nature_cnn's weights") as info:
-        zoo.install("breakout_nature_cnn", tmp_path)
+        install("breakout_nature_cnn", tmp_path)
     assert "\n" not in str(info.value)
 
 
@@ -322,11 +322,11 @@ def faults(monkeypatch, tmp_path):
     def die():
         raise Killed(137)
 
-    monkeypatch.setattr(rundir, "_die", die)
+    monkeypatch.setattr(durable, "_die", die)
 
     class Faults:
         def arm(self, n: int | None) -> None:
-            monkeypatch.setattr(rundir, "_steps", 0)
+            monkeypatch.setattr(durable, "_steps", 0)
             log.unlink(missing_ok=True)
             monkeypatch.setenv("FLS_FAULT_LOG", str(log))
             if n is None:
@@ -348,7 +348,7 @@ def eval_results(cell, game: str = "mspacman") -> dict[str, Any]:
     """Everything an evaluation leaves, less wall times: the current result and every kept one
     (by content, not by the stamp of their folder), and the names of every file."""
     def unit(folder: Path) -> tuple:
-        result = rundir.read_result(folder)
+        result = read_eval_result(folder)
         assert result is not None, folder
         summary = {k: v for k, v in result.summary.items() if k not in ("seconds", "sha256")}
         games = pd.read_parquet(io.BytesIO(result.files["games.parquet"])).drop(columns="seconds")
@@ -395,7 +395,7 @@ def test_an_evaluation_killed_at_any_write_leaves_the_old_or_the_new_result(scen
             evaluate(root, *run)
         faults.disarm()
         # what a reader sees at once: the old result or the new one, whole
-        seen = rundir.read_result(cell.eval_dir("mspacman"))
+        seen = read_eval_result(cell.eval_dir("mspacman"))
         if before or seen is not None:
             assert seen is not None and seen.summary["n"] in (1, 2), (n, steps[n - 1])
             games = pd.read_parquet(io.BytesIO(seen.files["games.parquet"]))
@@ -409,10 +409,10 @@ def test_every_earlier_evaluation_is_kept_in_a_folder_of_its_own(smoke_runs, tmp
     cell = mspacman(root, "nature_cnn")
     for games in (1, 2, 3):
         evaluate(root, f"eval.games={games}")
-    kept = sorted(rundir.read_result(p).summary["n"] for p in cell.eval_previous("mspacman").iterdir())
-    assert kept == [1, 2] and rundir.read_result(cell.eval_dir("mspacman")).summary["n"] == 3
+    kept = sorted(read_eval_result(p).summary["n"] for p in cell.eval_previous("mspacman").iterdir())
+    assert kept == [1, 2] and read_eval_result(cell.eval_dir("mspacman")).summary["n"] == 3
     evaluate(root, "eval.games=1")  # back to an earlier setting: recomputed, the 3 games kept too
-    kept = sorted(rundir.read_result(p).summary["n"] for p in cell.eval_previous("mspacman").iterdir())
+    kept = sorted(read_eval_result(p).summary["n"] for p in cell.eval_previous("mspacman").iterdir())
     assert kept == [1, 2, 3]
 
 

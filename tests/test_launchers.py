@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from fls import job_records
 from fls.rundir import RunLayout, SweepDir
-from launchers import status as sweep_status
+from studies import status as sweep_status
 
 from conftest import PYTHON, REPO, copy_runs
 
@@ -411,11 +411,11 @@ def test_jobs_of_the_local_executor_are_not_looked_up_in_slurm(tmp_path, monkeyp
 
 
 def test_status_command_line(study):
-    res = subprocess.run([PYTHON, "-m", "launchers.status", "--study", "s", "--run-root", str(study.root), "--no-slurm"],
+    res = subprocess.run([PYTHON, "-m", "studies.status", "--study", "s", "--run-root", str(study.root), "--no-slurm"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "s: 8 cells:" in res.stdout
-    res = subprocess.run([PYTHON, "-m", "launchers.status", "--study", "nope", "--run-root", str(study.root)],
+    res = subprocess.run([PYTHON, "-m", "studies.status", "--study", "nope", "--run-root", str(study.root)],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and res.stderr.strip() == f"error: no cells of study 'nope' under {study.root}/ (studies there: s)"
 

@@ -361,6 +361,7 @@ def test_forward_is_the_spec_architecture(name):
     with torch.no_grad():
         got = model(obs, return_attention=True)
         expected = spec_forward(name, model, obs)
+    assert len(got) == len(expected) == 3 and (got[2] is None) == (name == "nature_cnn")
     for a, b in zip(got, expected):  # logits, value, attention (a tuple for each_conv)
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
@@ -394,8 +395,10 @@ def test_baselines_initialisation(name):
 
 
 def test_initialisation_depends_on_the_seed_only():
-    a, b = seeded_model("dense_fls", seed=3), seeded_model("dense_fls", seed=3)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    a, b, other = (seeded_model("dense_fls", seed=s) for s in (3, 3, 4))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    # and on the seed: another one draws other weights (every orthogonal layer; biases are 0)
+    assert all(not torch.equal(p, q) for p, q in zip(a.parameters(), other.parameters(), strict=True) if p.dim() > 1)
 
 
 # ---------------------------------------------------------------------------------------

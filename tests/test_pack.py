@@ -258,8 +258,9 @@ def test_every_model_packs():
         pack = SeedPack.build(name, 6, [0, 1], torch.device("cpu"), batching="vmap")
         logits, values = pack(obs)
         torch.manual_seed(1)
-        lone = build_model(name, 6)
-        lone.load_state_dict(pack.state_dict(1))
+        lone = build_model(name, 6)  # seed 1's model as its lone run builds it: the pack's second
+        for key, value in lone.state_dict().items():
+            assert torch.equal(pack.state_dict(1)[key], value), (name, key)
         ref_logits, ref_values = lone(obs[1])
         torch.testing.assert_close(logits[1], ref_logits, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(values[1], ref_values, rtol=1e-4, atol=1e-5)

@@ -1,5 +1,5 @@
-"""The job chain's plan (launchers/chain.py) and the stage half of sweep-status
-(launchers/progress.py), without SLURM: which cells a submission sends and in how few
+"""The job chain's plan (studies/chain.py) and the stage half of sweep-status
+(studies/progress.py), without SLURM: which cells a submission sends and in how few
 sweeps, how a later stage's cell reads from its job's state, the ETA. tests/test_chain.py
 runs the chain itself on a real SLURM (make test-slurm)."""
 
@@ -12,8 +12,8 @@ import time
 import pytest
 
 from fls.rundir import Cell, RunLayout
-from launchers import chain, progress
-from launchers.status import Row
+from studies import chain, progress, stages
+from studies.status import Row
 
 STUDY = "s"
 
@@ -54,9 +54,9 @@ def test_a_cell_whose_latest_job_is_alive_is_not_submitted_again():
 
 
 def test_records_written_before_stages_were_recorded_still_tell_their_stage():
-    assert chain.record_stage({"app": "evaluate", "sweep_overrides": ["eval.game=breakout_infinite"]}) == "breakout_infinite"
-    assert chain.record_stage({"app": "evaluate", "sweep_overrides": []}) == "evaluate"
-    assert chain.record_stage({"app": "evaluate", "stage": "breakout_infinite"}) == "breakout_infinite"
+    assert stages.record_stage({"app": "evaluate", "sweep_overrides": ["eval.game=breakout_infinite"]}) == "breakout_infinite"
+    assert stages.record_stage({"app": "evaluate", "sweep_overrides": []}) == "evaluate"
+    assert stages.record_stage({"app": "evaluate", "stage": "breakout_infinite"}) == "breakout_infinite"
 
 
 @pytest.mark.parametrize("done, job, expected", [
@@ -100,3 +100,17 @@ def test_eta_from_the_speed_the_running_cells_measure(tmp_path):
     assert line.startswith("ETA of the training: ~50 s (rough: 1 cell(s) running at 100 agent steps/s each, 1 queued")
     assert "1 cell(s) failed or not submitted are not counted" in line
     assert progress.eta(layout, [Row(failed.cell, "failed")]).startswith("ETA: no training in the queue")
+
+
+def test_cancel_without_slurm_is_one_refusal_line_and_cancels_nothing(tmp_path, monkeypatch, capsys):
+    """--cancel must know what is queued: without squeue it is refused (fls.errors.ServiceError,
+    printed by fls.cli), not taken for an empty queue."""
+    from studies import status as sweep_status
+
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert sweep_status.main(["--study", STUDY, "--run-root", str(tmp_path), "--cancel"]) == 1
+    out, err = capsys.readouterr()
+    [line] = err.splitlines()
+    assert line.startswith("error: squeue -h -r --me") and "No such file" in line and out == ""

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from fls.cli import check_overrides
-from fls.config import check_train_config
+from fls.training_cell import check_train_config
 from fls.errors import ConfigError
 from fls.rundir import LOCK_PREFIX, RunLayout
-from launchers import status as sweep_status
+from studies import status as sweep_status
 
 from conftest import PYTHON, REPO
 
@@ -134,11 +134,16 @@ def test_a_sweep_is_checked_before_hydra_runs_it(tmp_path, args, message):
         check_overrides("train", ["-m", f"run_root={tmp_path}", *args], check_train_config)
 
 
-def test_good_command_lines_pass(tmp_path):
-    check_overrides("train", [f"run_root={tmp_path}", "experiment=smoke", "ppo.gamma=0.9"], check_train_config)
-    check_overrides("train", ["-m", f"run_root={tmp_path}", "game=breakout,seaquest", "model=sparse_fls", "seed=0-4"],
-                    check_train_config)
-    check_overrides("train", ["-m", f"run_root={tmp_path}", "experiment=paper"], check_train_config)
+def test_good_command_lines_pass_as_they_compose(tmp_path):
+    cfg = check_overrides("train", [f"run_root={tmp_path}", "experiment=smoke", "ppo.gamma=0.9"], check_train_config)
+    assert (cfg.study, cfg.ppo.gamma, cfg.run_root) == ("smoke", 0.9, str(tmp_path))
+    # a sweep is composed with the first value of each swept key; the sweeper checks every cell
+    cfg = check_overrides("train", ["-m", f"run_root={tmp_path}", "game=breakout,seaquest", "model=sparse_fls",
+                                    "seed=0-4"], check_train_config)
+    assert (cfg.game.name, cfg.model.name, cfg.seed) == ("breakout", "sparse_fls", 0)
+    cfg = check_overrides("train", ["-m", f"run_root={tmp_path}", "experiment=paper"], check_train_config)
+    assert (cfg.study, cfg.total_timesteps, cfg.plan.breakout_infinite) == ("paper", 50_000_000, True)
+    assert not any(tmp_path.iterdir())
 
 
 def test_run_roots_that_cannot_be_written_are_refused(tmp_path):

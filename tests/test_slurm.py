@@ -1,4 +1,4 @@
-"""Sweeps on a real SLURM: the one-node cluster of launchers/slurm-local (make test-slurm).
+"""Sweeps on a real SLURM: the one-node cluster of cluster/slurm-local (make test-slurm).
 
 The user's sweep as a job array, a job requeued by SLURM's pre-timeout signal resuming at
 the same update, and a failing cell and a killed job failing alone while the rest finish.
@@ -19,7 +19,7 @@ import pytest
 
 from fls import job_records
 from fls.rundir import RunLayout
-from launchers import status as sweep_status
+from studies import status as sweep_status
 
 from conftest import PYTHON, REPO
 
@@ -46,7 +46,7 @@ def slurm_env() -> dict[str, str]:
     except FileNotFoundError:
         ping = None
     if ping is None or "is UP" not in ping.stdout:
-        pytest.skip("no local SLURM: make slurm-up (launchers/slurm-local/up.sh) first")
+        pytest.skip("no local SLURM: make slurm-up (cluster/slurm-local/up.sh) first")
     return env
 
 
@@ -199,7 +199,7 @@ def test_a_failing_cell_and_a_killed_job_fail_alone(tmp_path, slurm_env, start_s
     # SLURM keeps no record of an array task cancelled while pending: submitit alone would wait forever.
     assert f"CellJobDied: job {killed} left the queue without a result and without a SLURM record" in out + err
 
-    # the refused cell's job ends FAILED: a job chain (launchers/chain.py) cancels its dependents
+    # the refused cell's job ends FAILED: a job chain (studies/chain.py) cancels its dependents
     broken_job = next(r["job_id"] for r in records if r["cell"]["seed"] == 1)
     assert wait_until(lambda: sweep_status.query_slurm({broken_job})[broken_job]["state"] not in ("RUNNING", "COMPLETING")
                       and sweep_status.query_slurm({broken_job})[broken_job], 60, "the job's end")["exit"] == "1:0"
@@ -207,7 +207,7 @@ def test_a_failing_cell_and_a_killed_job_fail_alone(tmp_path, slurm_env, start_s
     rows = {r.cell.seed: r for r in sweep_status.collect(layout, "default")}
     assert {s: r.state for s, r in rows.items()} == {0: "done", 1: "failed", 2: "done", 3: "failed"}
     assert (rows[3].slurm_state, rows[3].job_id) == ("GONE", killed)
-    res = subprocess.run([PYTHON, "-m", "launchers.status", "--study", "default", "--run-root", str(tmp_path),
+    res = subprocess.run([PYTHON, "-m", "studies.status", "--study", "default", "--run-root", str(tmp_path),
                           "--resubmit-failed"], cwd=REPO, env=slurm_env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "default: 4 cells: 2 done, 2 failed" in res.stdout

@@ -1,4 +1,4 @@
-"""`make study` / `make paper` (launchers/study.py): a tiny version of the paper's study, every
+"""`make study` / `make paper` (studies/study.py): a tiny version of the paper's study, every
 stage for real (train, Table 3 and Table 5 evaluations, Atari-HEAD scoring on the bundled
 sample, the analysis), then a second run that does nothing."""
 

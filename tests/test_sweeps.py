@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from fls.rundir import Cell, RunLayout
-from hydra_plugins.fls_sweeper._grid import cell_overrides, cells_of
+from fls.grid import cell_overrides, cells_of
 
 from conftest import PYTHON, REPO
 

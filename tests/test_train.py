@@ -228,9 +228,9 @@ def test_a_second_writer_of_a_cell_is_refused_naming_the_holder(tmp_path):
         assert second.returncode == 1
         lines = [line for line in second.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "train is already running" in lines[0] and f"pid {first.pid} on" in lines[0], second.stderr
-        # the second process wrote nothing: no metric rows twice, the holder's status stands
+        # the second process wrote nothing: the paused holder's rows, each update once, and its status
         assert c.status()["pid"] == first.pid
-        assert len(metric_rows(c.metrics)) >= rows_before
+        assert [int(r["update"]) for r in metric_rows(c.metrics)] == list(range(1, rows_before + 1))
     finally:
         first.kill()
         first.wait()

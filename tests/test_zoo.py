@@ -13,15 +13,18 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from fls import zoo
-from fls.cell_lifecycle import open_training_cell
 from fls.errors import ConfigError
-from fls.rundir import RunLayout
+from fls.rundir import PROVENANCE, WEIGHTS, RunLayout, ZooEntry
+from fls.schedule import Schedule
 from fls.trained_cell import load_model
+from fls.training_cell import open_training_cell
+from fls.zoo.entry import entries, install, read_entry, sha256
+from fls.zoo.further import check_continuation, continue_training
+from fls.zoo.pack import pack, table
 
 from conftest import PYTHON, REPO
 
-ENTRIES = zoo.entries()
+ENTRIES = entries()
 
 
 def test_the_zoo_has_the_breakout_agents():
@@ -31,18 +34,18 @@ def test_the_zoo_has_the_breakout_agents():
 def test_the_readme_tables_are_the_entries_own():
     # the table is written by hand from `python -m fls.zoo table`: a re-packed entry must not
     # leave the README showing its predecessor's score
-    assert zoo.table() in (REPO / "zoo" / "README.md").read_text()
+    assert table() in (REPO / "zoo" / "README.md").read_text()
 
 
 @pytest.mark.parametrize("name", ENTRIES)
 def test_every_entry_is_small_documented_and_matches_its_config_file(name):
     path = REPO / "zoo" / name
-    config, weights = zoo.read_entry(path)
-    assert (path / zoo.WEIGHTS).stat().st_size < 8 * 2**20
+    config, weights = read_entry(ZooEntry(name))
+    assert (path / WEIGHTS).stat().st_size < 8 * 2**20
     assert all(v.dtype == torch.float16 for v in weights["state_dict"].values() if v.is_floating_point())
     status = json.loads((path / "status.json").read_text())
     assert status["state"] == "done" and status["global_step"] == weights["global_step"] > 100_000
-    provenance = json.loads((path / zoo.PROVENANCE).read_text())
+    provenance = json.loads((path / PROVENANCE).read_text())
     assert len(provenance["commit"]) == 40 and provenance["command"].startswith("python src/train.py")
     assert provenance["random_agent"]["n"] >= 32
     summary = json.loads((path / "eval" / config["game"]["name"] / "summary.json").read_text())
@@ -59,7 +62,7 @@ def test_every_entry_evaluates_one_game_as_a_cell(name, tmp_path):
     res = subprocess.run([PYTHON, "src/evaluate.py", f"zoo={name}", f"run_root={tmp_path}", "eval.games=1",
                           "eval.num_envs=1"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    config, _ = zoo.read_entry(REPO / "zoo" / name)
+    config, _ = read_entry(ZooEntry(name))
     cell = RunLayout(tmp_path).cell("zoo", config["game"]["name"], config["model"]["name"], config["seed"])
     summary = json.loads(cell.eval_summary(config["game"]["name"]).read_text())
     assert summary["n"] == 1 and summary["cell"] == cell.cell.key
@@ -74,7 +77,7 @@ def test_the_first_conv_agents_own_map_follows_the_ball(tmp_path):
                           "eval.video.max_frames=2000", f"run_root={tmp_path}"], cwd=REPO, capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    config, _ = zoo.read_entry(REPO / "zoo" / "breakout_sparse_fls_first_conv")
+    config, _ = read_entry(ZooEntry("breakout_sparse_fls_first_conv"))
     game = config["game"]["name"]
     cell = RunLayout(tmp_path).cell("zoo", game, config["model"]["name"], config["seed"])
     on_ball = json.loads((cell.video_dir(game) / "video.json").read_text())["games"][0]["map_at_ball"]
@@ -94,14 +97,14 @@ def trained_cell(tmp_path_factory) -> Path:
 
 def test_a_packed_cell_installs_and_acts_as_the_cell(trained_cell, tmp_path):
     zoo_dir, conf_dir = tmp_path / "zoo", tmp_path / "conf_zoo"
-    entry = zoo.pack(trained_cell, "mine", commit="0" * 40, command="python src/train.py experiment=smoke",
+    entry = pack(trained_cell, "mine", commit="0" * 40, command="python src/train.py experiment=smoke",
                      zoo_dir=zoo_dir, conf_dir=conf_dir)
-    assert {p.name for p in entry.iterdir()} >= {"config.yaml", "status.json", "metrics.csv", zoo.WEIGHTS, zoo.PROVENANCE}
+    assert {p.name for p in entry.iterdir()} >= {"config.yaml", "status.json", "metrics.csv", WEIGHTS, PROVENANCE}
     assert "override /model: sparse_fls" in (conf_dir / "mine.yaml").read_text()
     with pytest.raises(ConfigError, match="exists; remove it first"):
-        zoo.pack(trained_cell, "mine", zoo_dir=zoo_dir, conf_dir=conf_dir)
+        pack(trained_cell, "mine", zoo_dir=zoo_dir, conf_dir=conf_dir)
 
-    cell = zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
+    cell = install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
     assert cell.path == RunLayout(tmp_path / "runs").cell("zoo", "breakout", "sparse_fls", 1).path
     assert cell.is_done() and cell.status()["zoo"] == "mine"
     original = load_model(RunLayout(trained_cell.parents[3]).cell("smoke", "breakout", "sparse_fls", 1), torch.device("cpu"))
@@ -112,16 +115,16 @@ def test_a_packed_cell_installs_and_acts_as_the_cell(trained_cell, tmp_path):
     logits = [x[0] if isinstance(x, tuple) else x for x in (a, b)]
     assert torch.allclose(logits[0], logits[1], atol=2e-2)  # fp16 weights
     # installing again reuses the cell; another version of the entry is refused
-    assert zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir).path == cell.path
-    weights = torch.load(entry / zoo.WEIGHTS, weights_only=True)
+    assert install("mine", tmp_path / "runs", zoo_dir=zoo_dir).path == cell.path
+    weights = torch.load(entry / WEIGHTS, weights_only=True)
     weights["global_step"] += 1
-    torch.save(weights, entry / zoo.WEIGHTS)
+    torch.save(weights, entry / WEIGHTS)
     with pytest.raises(ConfigError, match="weights.pt: not the weights zoo entry mine records"):
-        zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
-    provenance = json.loads((entry / zoo.PROVENANCE).read_text())  # a new version, packed as such
-    (entry / zoo.PROVENANCE).write_text(json.dumps({**provenance, "weights_sha256": zoo.sha256(entry / zoo.WEIGHTS)}))
+        install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
+    provenance = json.loads((entry / PROVENANCE).read_text())  # a new version, packed as such
+    (entry / PROVENANCE).write_text(json.dumps({**provenance, "weights_sha256": sha256(entry / WEIGHTS)}))
     with pytest.raises(ConfigError, match="holds another version of zoo entry mine"):
-        zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
+        install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
 
 
 def test_a_run_stopped_past_its_checkpoint_packs_the_checkpoint_and_its_rows(trained_cell, tmp_path):
@@ -137,7 +140,7 @@ def test_a_run_stopped_past_its_checkpoint_packs_the_checkpoint_and_its_rows(tra
     status.pop("eprewmean", None)
     (cell / "status.json").write_text(json.dumps({**status, "state": "running"}))
 
-    entry = zoo.pack(cell, "stopped", commit="0" * 40, zoo_dir=tmp_path / "zoo", conf_dir=tmp_path / "conf_zoo")
+    entry = pack(cell, "stopped", commit="0" * 40, zoo_dir=tmp_path / "zoo", conf_dir=tmp_path / "conf_zoo")
     rows = (entry / "metrics.csv").read_text().splitlines()
     assert rows == lines and int(rows[-1].split(",")[0]) == update
     packed = json.loads((entry / "status.json").read_text())
@@ -148,19 +151,19 @@ def test_a_run_stopped_past_its_checkpoint_packs_the_checkpoint_and_its_rows(tra
 
 def test_a_damaged_entry_is_one_line(trained_cell, tmp_path):
     zoo_dir = tmp_path / "zoo"
-    entry = zoo.pack(trained_cell, "mine", commit="0" * 40, zoo_dir=zoo_dir, conf_dir=tmp_path / "conf_zoo")
-    good = (entry / zoo.WEIGHTS).read_bytes()
-    (entry / zoo.WEIGHTS).write_bytes(good[: len(good) // 2])
+    entry = pack(trained_cell, "mine", commit="0" * 40, zoo_dir=zoo_dir, conf_dir=tmp_path / "conf_zoo")
+    good = (entry / WEIGHTS).read_bytes()
+    (entry / WEIGHTS).write_bytes(good[: len(good) // 2])
     with pytest.raises(ConfigError, match=r"weights.pt: damaged or not a zoo weights file") as info:
-        zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
+        install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
     assert "\n" not in str(info.value)
-    (entry / zoo.WEIGHTS).write_bytes(good)
+    (entry / WEIGHTS).write_bytes(good)
     (entry / "config.yaml").write_text("game: [unclosed\n")
     with pytest.raises(ConfigError, match=r"config.yaml: damaged"):
-        zoo.install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
+        install("mine", tmp_path / "runs", zoo_dir=zoo_dir)
     assert not (tmp_path / "runs").exists()
     with pytest.raises(ConfigError, match="zoo=nope: no such entry"):
-        zoo.install("nope", tmp_path / "runs", zoo_dir=zoo_dir)
+        install("nope", tmp_path / "runs", zoo_dir=zoo_dir)
 
 
 def test_a_zoo_entry_with_a_contradicting_cell_is_refused(tmp_path):
@@ -179,7 +182,7 @@ def _train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 def test_an_entry_trains_further_from_its_weights_and_packs_with_its_history(tmp_path):
     name = "breakout_sparse_fls"
-    config, weights = zoo.read_entry(REPO / "zoo" / name)
+    config, weights = read_entry(ZooEntry(name))
     rollout = config["num_envs"] * config["ppo"]["num_steps"]
     more = weights["global_step"] + rollout  # one update more
     res = _train(f"zoo={name}", f"run_root={tmp_path}", f"total_timesteps={more}")
@@ -203,11 +206,11 @@ def test_an_entry_trains_further_from_its_weights_and_packs_with_its_history(tmp
     # the same line again: done, skipped; packed, the new entry names the one it grew from
     again = _train(f"zoo={name}", f"run_root={tmp_path}", f"total_timesteps={more}")
     assert again.returncode == 0 and "is done" in again.stdout
-    entry = zoo.pack(cell.path, "further", command="python src/train.py experiment=zoo zoo=breakout_sparse_fls",
+    entry = pack(cell.path, "further", command="python src/train.py experiment=zoo zoo=breakout_sparse_fls",
                      random_agent=None, zoo_dir=tmp_path / "zoo", conf_dir=tmp_path / "conf_zoo")
-    provenance = json.loads((entry / zoo.PROVENANCE).read_text())
+    provenance = json.loads((entry / PROVENANCE).read_text())
     assert provenance["continued_from"]["entry"] == name
-    assert provenance["continued_from"]["commit"] == json.loads((REPO / "zoo" / name / zoo.PROVENANCE).read_text())["commit"]
+    assert provenance["continued_from"]["commit"] == json.loads((REPO / "zoo" / name / PROVENANCE).read_text())["commit"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -221,7 +224,7 @@ def test_an_entry_trains_further_from_its_weights_and_packs_with_its_history(tmp
 ])
 def test_training_an_entry_further_refuses_what_it_cannot_continue(args, message, tmp_path):
     if args == ["installed"]:  # the entry installed there for evaluation is not a cell to train
-        zoo.install("breakout_sparse_fls", tmp_path)
+        install("breakout_sparse_fls", tmp_path)
         args = []
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     res = _train("zoo=breakout_sparse_fls", f"run_root={tmp_path}", *args, timeout=300)
@@ -236,24 +239,24 @@ def test_a_cell_left_half_made_by_a_crash_starts_from_the_entry_again(tmp_path):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=zoo", f"zoo={name}", f"run_root={tmp_path}"])
     cell = RunLayout(tmp_path).cell("zoo", "breakout", "sparse_fls", 1)
-    _, weights = zoo.read_entry(REPO / "zoo" / name)
+    _, weights = read_entry(ZooEntry(name))
     fp32 = {k: v.float() for k, v in weights["state_dict"].items()}
-    zoo.continue_training(cfg, cell, 1024)
+    continue_training(cfg, cell, Schedule.of(cfg))
     assert cell.status()["continued_from"]["entry"] == name
     for crash in ("before the checkpoint", "before the status"):
         cell.checkpoint.unlink()
         if crash == "before the status":
             cell.status_file.unlink()
-        zoo.continue_training(cfg, cell, 1024)  # a rerun seeds the cell again
+        continue_training(cfg, cell, Schedule.of(cfg))  # a rerun seeds the cell again
         state = torch.load(cell.checkpoint, weights_only=True)
         assert state["update"] == weights["update"] and all(torch.equal(state["model"][k], v) for k, v in fp32.items())
-    assert zoo.check_continuation(cfg, cell, 1024)[2] is None  # complete: it resumes as any cell
+    assert check_continuation(cfg, cell, Schedule.of(cfg))[2] is None  # complete: it resumes as any cell
     cell.checkpoint.unlink()  # half made, then run with the plain line: refused, not trained from scratch
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         plain = compose("train", overrides=["experiment=zoo", f"run_root={tmp_path}"])
     with pytest.raises(ConfigError, match=f"was being started from zoo entry {name}.*with zoo={name}"):
         open_training_cell(plain, cell)
-    zoo.continue_training(cfg, cell, 1024)
+    continue_training(cfg, cell, Schedule.of(cfg))
     cell.write_status(continued_from=None)  # a cell of something else is never seeded over
     with pytest.raises(ConfigError, match="did not start from zoo entry"):
-        zoo.continue_training(cfg, cell, 1024)
+        continue_training(cfg, cell, Schedule.of(cfg))

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from fls import zoo
+from fls.rundir import ZooEntry
+from fls.zoo.entry import read_entry
 from fls.envs import make_vec_env
 from fls.models import ActorCritic, build_model
 
@@ -19,7 +20,7 @@ from conftest import REPO
 
 @lru_cache(maxsize=None)
 def zoo_model(entry: str) -> ActorCritic:
-    _, weights = zoo.read_entry(REPO / "zoo" / entry)
+    _, weights = read_entry(ZooEntry(entry))
     model = build_model(weights["model_name"], int(weights["num_actions"]))
     model.load_state_dict({k: v.float() for k, v in weights["state_dict"].items()})
     return model.eval()

@@ -21,14 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fls.rundir import atomic_write_bytes
+from fls.durable import atomic_write_bytes
+from fls.errors import CheckpointError
 
 FORMAT = 2
 FORMATS = (1, 2)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the file is left as it is."""
 
 
 def rng_states() -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""The entry points' command line, checked before Hydra runs it.
+"""The entry points' command line: checked before Hydra runs it, and the one way a refusal
+(fls.errors) reaches the user: `error: <its message>` on stderr and its exit status.
+
+Every entry point goes through here: the Hydra apps (src/train.py, src/evaluate.py,
+src/saliency.py) wrap their task in `app`, the other command lines (python -m analysis,
+studies.study, studies.status, studies.dashboard, fls.zoo) their main in `command`, and the
+sweeper says its SweepError and CellsFailed with `say`.
 
 Hydra answers an unknown group option, an unknown key or a bad value in the run directory's
 path with 7 to 100 lines (its composition error, a list of search paths, a traceback)
@@ -17,13 +23,16 @@ to the entry's own check. Hydra's own flags (--cfg, --help, ...) bypass this.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
-from fls.config import CONF_DIR, group_options
-from fls.errors import ConfigError
+from fls.errors import ConfigError, Refusal
+from fls.facts import CONF_DIR, REPO, group_options, script
+from fls.rundir import remove_if_empty
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 SEED_RANGE = re.compile(r"^\s*(\d+)\s*-\s*\d+\s*$")  # the fls sweeper's seed=0-4
@@ -61,8 +70,15 @@ def _first(override: Any) -> str | None:
     return f"{key}={value}"
 
 
-def check_overrides(config_name: str, args: list[str], check: Callable[[Any], None] | None = None) -> None:
-    """Raise ConfigError for the first bad override of `args` (Hydra's argv)."""
+def _shown(app: str) -> str:
+    """The entry script of `app` as a command line names it, from the checkout's root."""
+    return str(script(app).relative_to(REPO))
+
+
+def check_overrides(config_name: str, args: list[str], check: Callable[[Any], None] | None = None) -> Any:
+    """The config `args` (Hydra's argv) compose to, checked by `check` (a sweep: composed
+    with the first value of each swept key, and checked by the sweeper instead); ConfigError
+    for the first bad override."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, OverrideParseException
@@ -87,7 +103,7 @@ def check_overrides(config_name: str, args: list[str], check: Callable[[Any], No
                 if value is not None and str(value) not in options:
                     raise ConfigError(f"{group}={value}: no such {group}; expected one of {', '.join(options)}")
         if not multirun and o.is_sweep_override():
-            raise ConfigError(f"{o.input_line}: a sweep needs -m (python src/{config_name}.py -m {o.input_line})")
+            raise ConfigError(f"{o.input_line}: a sweep needs -m (python {_shown(config_name)} -m {o.input_line})")
         first = _first(o) if multirun else o.input_line
         if first is not None:
             composed.append(first)
@@ -102,10 +118,11 @@ def check_overrides(config_name: str, args: list[str], check: Callable[[Any], No
             key = missing.group(1)
             line = next((a for a in lines if a.split("=", 1)[0] == key), key)
             raise ConfigError(f"{line}: no such key in {config_name}'s config (see its keys with "
-                              f"python src/{config_name}.py --cfg job; add a new one with +{line})") from None
+                              f"python {_shown(config_name)} --cfg job; add a new one with +{line})") from None
         raise ConfigError(message) from None
     if check is not None and not multirun:
         check(cfg)
+    return cfg
 
 
 def check_command_line(config_name: str, check: Callable[[Any], None] | None = None) -> None:
@@ -115,6 +132,59 @@ def check_command_line(config_name: str, check: Callable[[Any], None] | None = N
         return  # Hydra's own flags: --cfg job, --help, --info, -cn, ...
     try:
         check_overrides(config_name, args, check)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except Refusal as e:
+        raise SystemExit(say(e)) from None
+
+
+# ---------------------------------------------------------------------------------------
+# The refusal path
+# ---------------------------------------------------------------------------------------
+
+
+def say(error: Refusal) -> int:
+    """A refusal's one line, on stderr; returns its exit status."""
+    print(f"error: {error}", file=sys.stderr)
+    return error.exit_status
+
+
+def command(main: Callable[..., int]) -> Callable[..., int]:
+    """A command line's `main(argv) -> exit status` whose refusals end in their one line and
+    exit status."""
+
+    @functools.wraps(main)
+    def run(*args: Any, **kwargs: Any) -> int:
+        try:
+            return main(*args, **kwargs)
+        except Refusal as error:
+            return say(error)
+
+    return run
+
+
+def app(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A Hydra app's task, `task(cfg)`, whose refusals end in their one line and exit status.
+    In a sweep the refusal is raised instead, so this cell alone fails and the sweeper's
+    summary names it while the other cells go on."""
+
+    @functools.wraps(task)
+    def run(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except Refusal as error:
+            _refuse(cfg, error)
+
+    return run
+
+
+def _refuse(cfg: Any, error: Refusal) -> NoReturn:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        # Hydra made the job's directory before the config could be checked: nothing written,
+        # nothing left behind
+        remove_if_empty(Path(hydra_cfg.runtime.output_dir), Path(str(cfg.run_root)))
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise error
+    raise SystemExit(say(error))

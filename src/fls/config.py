@@ -1,23 +1,24 @@
-"""Checks on composed configs: one clear line for bad input, before anything is written."""
+"""Checks on composed configs that every app shares: one clear line for bad input, before
+anything is written. Each app's own check (fls.training_cell.check_train_config,
+fls.evaluation.check_eval_config, fls.saliency.scoring.check_saliency_config) is built of
+these; reading a value as a number is fls.facts'.
+"""
 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from fls.envs import ENV_SWITCHES, check_env_config
+from fls.envs import ENV_SWITCHES
 from fls.errors import ConfigError
-from fls.rundir import NAME, cell_from_config
-
-# conf/ of this checkout: where evaluation and analysis find game configs by name
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from fls.facts import as_float, as_int
+from fls.rundir import NAME
 
 DEVICES = ("auto", "cpu", "cuda")
 PACK_BY = ("none", "seeds")
@@ -36,62 +37,32 @@ SWITCHES = (
     "overwrite", "video",
     "ppo.anneal_lr", "ppo.clip_vloss", "ppo.norm_adv",
     *(f"env.{key}" for key in ENV_SWITCHES),
-    "game.infinite",
+    "game.infinite", "game.evaluation_only",
     "speed.channels_last", "speed.compile", "speed.bf16", "speed.fused_adam",
     "eval.sample", "eval.overwrite", "eval.allow_unfinished",
     "saliency.highscore_trials", "saliency.overwrite",
     "plan.evaluate", "plan.breakout_infinite", "plan.saliency",
 )
+# What a cell trains: a cell resumes, and a zoo entry trains further, only with the same. The
+# other keys (device, logger, launcher, checkpoint_every, ...) may change between a run and its
+# resume, and so may these env and game keys:
+TRAINING_KEYS = ("game", "model", "ppo", "env", "seed", "total_timesteps", "num_envs")
+FREE_ENV_KEYS = ("num_threads",)
+# what videos read off the screen (fls.saliency.ball) and what the studies and tables read of a
+# game, not what training does: a cell trained before a game config said them resumes, and a zoo
+# entry trains further
+FREE_GAME_KEYS = ("ball", "evaluation_only", "played_by")
 
 
-def changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(dotted key, old value, new value) of every leaf where two nested dicts differ,
-    in key order: what a refused resume or a recomputed evaluation names."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += changes(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [(prefix.rstrip("."), old, new)]
-
-
-def group_options(group: str) -> list[str]:
-    """The names of a config group's options (conf/<group>/*.yaml), sorted."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def load_group(group: str, name: str, key: str | None = None) -> Any:
-    """One option of a config group outside a Hydra composition (conf/<group>/<name>.yaml),
-    e.g. load_group("game", "breakout_infinite"); a ConfigError names `key` (default: the
-    group) and the accepted names."""
-    path = CONF_DIR / group / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{key or group}={name}: no such {group}; expected one of {', '.join(group_options(group))}")
-    return OmegaConf.load(path)
-
-
-def as_int(key: str, value: Any, *, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(f"{key}={value!r}: expected an integer{hint}")
-    try:
-        number = float(value)
-        if number != int(number):
-            raise ValueError
-        return int(number)
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{key}={value}: expected an integer{hint}") from None
-
-
-def as_float(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(f"{key}={value!r}: expected a number")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{key}={value}: expected a number") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{key}={value}: expected a finite number")
-    return number
+def training_identity(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The keys of a config (composed, or a cell's config.yaml) that make what a cell trains."""
+    container = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    ident = {k: container.get(k) for k in TRAINING_KEYS}
+    if isinstance(ident.get("env"), dict):
+        ident["env"] = {k: v for k, v in ident["env"].items() if k not in FREE_ENV_KEYS}
+    if isinstance(ident.get("game"), dict):
+        ident["game"] = {k: v for k, v in ident["game"].items() if k not in FREE_GAME_KEYS}
+    return ident
 
 
 def check_seed(value: Any) -> int:
@@ -221,44 +192,3 @@ def cell_configs(cfg: Any) -> list[Any]:
         one.seed = seed
         cells.append(one)
     return cells
-
-
-def check_train_config(cfg: Any) -> None:
-    """Every reason a training cell could not start, as one ConfigError."""
-    check_switches(cfg)
-    if len(pack_seeds(cfg)) > 1 and cfg.get("zoo"):
-        raise ConfigError(f"zoo={cfg.zoo}: a zoo entry is one cell and trains further alone; use pack=none")
-    pack_batching(cfg)
-    steps = as_int("total_timesteps", cfg.total_timesteps)
-    if steps <= 0:
-        raise ConfigError(f"total_timesteps={cfg.total_timesteps}: must be a positive number of agent steps")
-    envs = as_int("num_envs", cfg.num_envs)
-    if envs <= 0:
-        raise ConfigError(f"num_envs={cfg.num_envs}: must be a positive integer")
-    check_ppo(cfg.ppo)
-    batch = envs * int(cfg.ppo.num_steps)  # one rollout (check_ppo has checked num_steps)
-    if batch % int(cfg.ppo.num_minibatches):
-        raise ConfigError(
-            f"ppo.num_minibatches={cfg.ppo.num_minibatches}: must divide num_envs x ppo.num_steps = {batch}"
-        )
-    if steps < batch:
-        raise ConfigError(
-            f"total_timesteps={cfg.total_timesteps}: less than one rollout "
-            f"(num_envs x ppo.num_steps = {batch}); use at least {batch}"
-        )
-    if as_int("checkpoint_every", cfg.checkpoint_every) <= 0:
-        raise ConfigError(f"checkpoint_every={cfg.checkpoint_every}: must be a positive number of updates")
-    if as_float("log_every_s", cfg.log_every_s) < 0:
-        raise ConfigError(f"log_every_s={cfg.log_every_s}: expected a number of seconds >= 0")
-    if as_int("torch_threads", cfg.torch_threads) < 0:
-        raise ConfigError(f"torch_threads={cfg.torch_threads}: expected 0 (torch's default) or a positive integer")
-    resolve_device(cfg.device)
-    check_env_config(cfg.env, cfg.game)
-    check_cell_location(cfg)
-    if cfg.get("zoo"):
-        if cfg.overwrite:
-            raise ConfigError(f"zoo={cfg.zoo} with overwrite=true: a cell trained further from an entry is not "
-                              "discarded this way; remove its directory, or use another run_root=")
-        from fls import zoo  # zoo reads the config's helpers: imported here, not at the top
-
-        zoo.check_continuation(cfg, cell_from_config(cfg), batch)

@@ -1,14 +1,70 @@
-"""The errors every entry point turns into one line: a config value that cannot run (exit
-status 2), and the cells of a packed job that were refused while the others ran. Their own
-module, so that the config checks and the env factory (which checks its own settings) can
-both raise them without importing each other."""
+"""Every refusal: an expected failure, its one line, and the exit status it ends with.
+
+A refusal is bad input or a file that cannot be used, never a bug: its message names what was
+wrong and what is accepted, or what to do. fls.cli is the one place that turns it into
+`error: <message>` on stderr and the class's exit status; a bug stays a traceback. Their own
+module, importing nothing, so that every layer can raise them:
+
+    Refusal              1  the family
+      ConfigError        2  a config value or command line that cannot run
+      SweepError         2  bad sweep input, refused before any cell is launched
+      CellBusy           1  another process holds the cell for the same work
+      CellDamaged        1  a file of a cell (or of a zoo entry) that cannot be read
+      CellWriteError     1  a write the file system refused (full, read-only); the old file intact
+      CheckpointError    1  a checkpoint that cannot be used; the file left as it is
+      AtariHeadError     1  bad or missing Atari-HEAD data
+      ServiceError       1  SLURM or W&B refused a request or did not answer
+      CellsRefused       1  cells of a packed job refused while the others ran
+      CellsFailed        1  cells of a sweep that failed after all of them ran
+"""
 
 
-class ConfigError(ValueError):
+class Refusal(Exception):
+    """An expected failure: the message is the one line the user sees."""
+
+    exit_status = 1
+
+
+class ConfigError(Refusal, ValueError):
     """A config value that cannot run; the message names the key and what is accepted."""
 
+    exit_status = 2
 
-class CellsRefused(RuntimeError):
+
+class SweepError(Refusal, ValueError):
+    """Bad sweep input (a range, a preflight check): nothing is launched."""
+
+    exit_status = 2
+
+
+class CellBusy(Refusal, RuntimeError):
+    """Another process holds the cell for the same work (training, evaluation, scoring)."""
+
+
+class CellDamaged(Refusal, ValueError):
+    """A file of a cell that cannot be read (not JSON, a row that is not a metrics row, ...):
+    the message names the file and what to do."""
+
+
+class CellWriteError(Refusal, RuntimeError):
+    """A write of a cell's file that the file system refused (a full disk, a read-only one,
+    a quota): the message names the file and the reason. What was there before is intact."""
+
+
+class CheckpointError(Refusal, RuntimeError):
+    """A checkpoint that cannot be used; the file is left as it is."""
+
+
+class AtariHeadError(Refusal, ValueError):
+    """Bad or missing Atari-HEAD data; the message names the file (and line)."""
+
+
+class ServiceError(Refusal, RuntimeError):
+    """A service outside refused a request or did not answer (a SLURM command, W&B): the
+    message names the request and the answer."""
+
+
+class CellsRefused(Refusal, RuntimeError):
     """Cells of a packed job (pack=seeds) that could not run, raised after the job's other
     cells have: `cells` names them, so a sweep counts failed cells, not jobs."""
 
@@ -16,3 +72,7 @@ class CellsRefused(RuntimeError):
         self.cells = list(refused)
         reasons = "; ".join(f"{key}: {error}" for key, error in refused.items())
         super().__init__(f"{len(refused)} of {total} cells of this packed job were refused (the others ran): {reasons}")
+
+
+class CellsFailed(Refusal):
+    """Cells of a sweep that failed (raised, or their job died) after every cell ran."""

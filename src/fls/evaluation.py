@@ -13,7 +13,7 @@ at each step (evaluate_cells, fls.seed_pack); each cell's games are the ones it 
 can flip a close draw). A cell refused for its files fails alone; its partners are scored.
 
 Results go to the cell's `eval/<eval_game>/`: games.parquet (one row per game) and
-summary.json, its manifest (fls.rundir.write_result: the games file's SHA-256), written
+summary.json, its manifest (fls.durable.write_result: the games file's SHA-256), written
 only when the evaluation is complete and published as one result: a reader trusts the
 pair only when they agree, and a kill between the two renames is finished by the next
 run. A result with other settings than those asked for is not replaced but kept, every
@@ -37,12 +37,13 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.config import as_int, changes, check_switches, load_group, pack_batching, pack_seeds, resolve_device
-from fls.checkpoint import CheckpointError
-from fls.errors import CellsRefused, ConfigError
+from fls.config import check_switches, pack_batching, pack_seeds, resolve_device
+from fls.durable import remove_partial_copies
 from fls.envs import AtariVec, check_env_config, make_vec_env, resolve_backend
-from fls.rundir import (CellBusy, CellDamaged, CellDir, CellWriteError, keep_result, recover_result,
-                        remove_partial_copies, write_result)
+from fls.errors import CellDamaged, CellsRefused, ConfigError, Refusal
+from fls.facts import as_int, changes
+from fls.games import eval_frame_limit, game_config
+from fls.rundir import CellDir, keep_eval_result, recover_eval_result, write_eval_result
 from fls.saliency import posthoc
 from fls.seed_pack import SeedPack, resolve_batching
 from fls.trained_cell import TrainedCell, open_trained_cell
@@ -60,17 +61,13 @@ def eval_game(cfg: DictConfig) -> DictConfig:
     """The game to play: the cell's own, or `eval.game` (e.g. breakout_infinite)."""
     if cfg.eval.game in (None, cfg.game.name):
         return cfg.game
-    game = load_group("game", cfg.eval.game, key="eval.game")
+    game = game_config(cfg.eval.game, key="eval.game")
     if game.num_actions != cfg.game.num_actions:
         raise ConfigError(
             f"eval.game={game.name}: {game.num_actions} actions, but the {cfg.game.name} "
             f"agents have {cfg.game.num_actions}"
         )
     return game
-
-
-def max_frames(cfg: DictConfig, game: DictConfig) -> int:
-    return int(cfg.eval.max_frames or game.eval_max_frames)
 
 
 def env_protocol(env: DictConfig, game: DictConfig) -> dict[str, Any]:
@@ -186,7 +183,7 @@ def evaluate_cells(cfgs: list[DictConfig], cells: list[CellDir]) -> list[dict[st
                     continue
                 locks.enter_context(cell.lock(f"eval-{game.name}"))
                 plan = plan_evaluation(cfg, cell, game, trained)
-            except (ConfigError, CheckpointError, CellBusy, CellDamaged, CellWriteError) as e:
+            except Refusal as e:
                 if len(cells) == 1:
                     raise
                 # one cell's damaged checkpoint or busy directory does not stop its partners
@@ -223,7 +220,7 @@ class EvalPlan:
 def plan_evaluation(cfg: DictConfig, cell: CellDir, game: DictConfig, trained: TrainedCell) -> EvalPlan | dict[str, Any]:
     """What is left to do for the cell: its finished summary (skip), or its EvalPlan. The
     caller holds the cell's evaluation lock for `game`."""
-    limit = max_frames(cfg, game)
+    limit = eval_frame_limit(game, cfg.eval)
     settings = {
         "eval_game": game.name, "games": int(cfg.eval.games), "num_envs": int(cfg.eval.num_envs),
         "max_frames": limit, "seed": eval_seed(cfg), "sample": bool(cfg.eval.sample),
@@ -290,7 +287,7 @@ def play_evaluations(plans: list[EvalPlan], game: DictConfig) -> list[dict[str, 
         if k > 1:
             summary["packed_with"] = [p.cell.cell.key for p in plans if p is not plan]
         if plan.previous is not None and not plan.cfg.eval.overwrite:
-            keep_result(plan.cell.eval_dir(game.name), plan.cell.eval_previous(game.name))
+            keep_eval_result(plan.cell.eval_dir(game.name), plan.cell.eval_previous(game.name))
         summary = write_results(plan.cell, game.name, mine, summary)
         log_evaluation(plan.cfg, plan.cell, game.name, summary, mine)  # to the cell's W&B run (logger=wandb)
         log.info("%s on %s: %.1f +/- %.1f over %d games (%d truncated)", plan.cell.cell.key, game.name,
@@ -305,7 +302,7 @@ def open_result(cell: CellDir, eval_game: str, overwrite: bool) -> dict[str, Any
     leftovers. A result whose files disagree, or a damaged summary, is CellDamaged, unless it
     is to be replaced anyway (overwrite). The caller holds the evaluation lock."""
     folder = cell.eval_dir(eval_game)
-    recover_result(folder)
+    recover_eval_result(folder)
     if cell.eval_previous(eval_game).is_dir():
         remove_partial_copies(cell.eval_previous(eval_game))
     try:
@@ -319,8 +316,8 @@ def open_result(cell: CellDir, eval_game: str, overwrite: bool) -> dict[str, Any
 
 
 def write_results(cell: CellDir, eval_game: str, games: pd.DataFrame, summary: dict[str, Any]) -> dict[str, Any]:
-    """games.parquet and summary.json as one result (fls.rundir.write_result); returns the
+    """games.parquet and summary.json as one result (fls.rundir.write_eval_result); returns the
     summary as written (with the games file's hash)."""
     buffer = io.BytesIO()
     games[GAME_COLUMNS].to_parquet(buffer, index=False)
-    return write_result(cell.eval_dir(eval_game), {"games.parquet": buffer.getvalue()}, summary)
+    return write_eval_result(cell.eval_dir(eval_game), buffer.getvalue(), summary)

@@ -23,7 +23,7 @@ Either way everything that makes a seed's PPO its own stays per seed:
 - its gradient-norm clip: one norm per seed, not one across the pack;
 - its Adam state. Adam is elementwise, so one Adam over every seed's parameters is k Adams
   as long as the k step together on one schedule (same step count and learning rate): a
-  packed run only ever holds cells at the same update (fls.training_run).
+  packed run only ever holds cells at the same update (fls.training_cell).
 The PPO loss is the sum of the seeds' losses (a mean would scale each seed's gradient by 1/k,
 and neither the clip threshold nor Adam's eps is scale-invariant).
 

@@ -23,29 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fls.rundir import CellDamaged, CellDir, atomic_write_text, durable_step, write_refused
+from fls.durable import atomic_write_text, durable_step, write_refused
+from fls.errors import CellDamaged
+from fls.rundir import EPREWMEAN, METRIC_COLUMNS as COLUMNS, X_AXIS, CellDir
 
 log = logging.getLogger(__name__)
-
-X_AXIS = "global/game_frames"
-COLUMNS = [
-    "update",
-    "global_step",
-    X_AXIS,
-    "global/seconds",
-    "charts/eprewmean",
-    "charts/eplenmean",
-    "charts/games",
-    "charts/SPS",
-    "charts/learning_rate",
-    "losses/value_loss",
-    "losses/policy_loss",
-    "losses/entropy",
-    "losses/old_approx_kl",
-    "losses/approx_kl",
-    "losses/clipfrac",
-    "losses/explained_variance",
-]
 
 
 REPAIR = "remove that line (rows after the checkpoint are dropped on resume anyway), or overwrite=true"
@@ -101,6 +83,9 @@ class MetricsCSV:
         return rows
 
     def write(self, row: dict[str, Any]) -> None:
+        unknown = set(row) - set(COLUMNS)
+        if unknown:  # a name the file has no column for: fls.rundir.METRIC_COLUMNS names them all
+            raise ValueError(f"metrics row: no column {sorted(unknown)} in fls.rundir.METRIC_COLUMNS")
         buf = io.StringIO()
         csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n").writerow({k: _fmt(row.get(k)) for k in COLUMNS})
         line = buf.getvalue()
@@ -179,7 +164,7 @@ class WandbRun:
         self.run.define_metric(X_AXIS)
         for prefix in ("charts/*", "losses/*", "global_step", "update"):
             self.run.define_metric(prefix, step_metric=X_AXIS)
-        self.run.define_metric("charts/eprewmean", step_metric=X_AXIS, summary="max")
+        self.run.define_metric(EPREWMEAN, step_metric=X_AXIS, summary="max")
 
     @property
     def id(self) -> str:
@@ -215,7 +200,7 @@ class Progress:
         self.total = total_steps
 
     def update(self, step: int, row: dict[str, Any]) -> None:
-        eprew = row.get("charts/eprewmean")
+        eprew = row.get(EPREWMEAN)
         text = f"SPS={row['charts/SPS']:.0f} eprewmean={'-' if _isnan(eprew) else f'{eprew:.2f}'}"
         if self.bar is not None:
             self.bar.update(step - self.step)

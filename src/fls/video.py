@@ -25,37 +25,21 @@ import cv2
 import imageio.v2 as imageio
 import numpy as np
 import torch
-from matplotlib import colormaps
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw
 
+from fls.durable import atomic_write_text
 from fls.envs import AtariVec, make_vec_env
 from fls.evaluation import eval_game, eval_seed
+from fls.rundir import CellDir
 from fls.saliency import posthoc
 from fls.saliency.ball import map_at_ball
-from fls.saliency.metrics import upscale_saliency
-from fls.rundir import CellDir, atomic_write_text
+from fls.saliency.overlay import overlay, overlay_on_screen
 from fls.trained_cell import TrainedCell, open_trained_cell
 
 log = logging.getLogger(__name__)
 
-HEAT = colormaps["jet"]
-ALPHA = 0.6
 SCALE = 2  # output pixels per screen pixel: 420 x 740 frames
-
-
-def overlay(rgb: np.ndarray, heat: np.ndarray | None) -> np.ndarray:
-    """Blend a [0, 1] map onto an RGB image: more saliency, more colour."""
-    if heat is None:
-        return rgb
-    colour = HEAT(np.clip(heat, 0, 1))[..., :3] * 255
-    weight = ALPHA * np.clip(heat, 0, 1)[..., None]
-    return (rgb * (1 - weight) + colour * weight).astype(np.uint8)
-
-
-def overlay_on_screen(raw: np.ndarray, map84: np.ndarray | None, scale: float) -> np.ndarray:
-    """The raw screen with an 84 x 84 map, divided by `scale`, resized onto it (bilinear)."""
-    return overlay(raw, None if map84 is None else np.clip(upscale_saliency(map84, raw.shape[:2]), 0, None) / scale)
 
 
 def compose(raw: np.ndarray, obs: np.ndarray, map84: np.ndarray | None, scale: float) -> np.ndarray:
@@ -149,14 +133,14 @@ def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
             scales = map_scales(maps, scaling)
             scale = max(scales, default=1.0)
             frames = [compose(r, o, m, k) for r, o, m, k in zip(played["raws"], played["obs"], maps, scales)]
-            path = out / f"game_{g}.mp4"
+            path = cell.video_game(g, game.name, str(video.map))
             write_mp4(path, frames, int(video.fps))
             if g == 0:
                 k = min(int(video.sheet_frames), len(frames))
                 picks = np.linspace(0, len(frames) - 1, k).round().astype(int).tolist()
                 sheet = contact_sheet([frames[i] for i in picks], picks)
-                sheet_path = out / "contact_sheet.png"
-                tmp = sheet_path.with_name(".contact_sheet.tmp.png")
+                sheet_path = cell.video_sheet(game.name, str(video.map))
+                tmp = sheet_path.with_name(f".{sheet_path.stem}.tmp{sheet_path.suffix}")
                 sheet.save(tmp)
                 tmp.replace(sheet_path)
                 log.info("%s: contact sheet %s", cell.cell.key, sheet_path)
@@ -169,5 +153,5 @@ def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
                 log.info("%s: the map is on the ball in %.0f%% of the %d frames that show it (at another "
                          "frame's ball: %.0f%%)", cell.cell.key, 100 * on_ball["on_ball"], on_ball["frames"],
                          100 * on_ball["on_ball_control"])
-    atomic_write_text(out / "video.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(cell.video_record(game.name, str(video.map)), json.dumps(record, indent=2) + "\n")
     return record

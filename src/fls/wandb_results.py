@@ -5,7 +5,7 @@ they publish a new result. The cell's training run is resumed (its id is in stat
 as a segment of job type `evaluate` or `saliency`, so W&B shows a cell's curves and its
 results in one run; a cell trained without W&B gets a run of its own, named, grouped and
 configured as its training run would have been, so the study's dashboard
-(launchers/dashboard.py) finds it by its config.
+(studies/dashboard.py) finds it by its config.
 
 - Numbers go to the run's summary: `eval/<eval game>/mean|std|median|n|...` (Table 3, and
   Table 5 for eval game breakout_infinite) and
@@ -29,7 +29,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from fls.rundir import CellDamaged, CellDir
+from fls.errors import CellDamaged
+from fls.rundir import CellDir
+from fls.saliency.overlay import overlay_on_screen
+from fls.train_log import WandbRun
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +41,17 @@ EVAL_SUMMARY = ("mean", "std", "min", "max", "n", "truncated", "mean_frames", "m
 METRICS = ("nss", "kl", "sauc")
 
 
+def eval_key(eval_game: str, key: str) -> str:
+    """Where a cell's run holds an evaluation number or table: eval/<eval game>/<key>."""
+    return f"eval/{eval_game}/{key}"
+
+
 def _wanted(cfg: DictConfig) -> bool:
     return str(cfg.logger.name) == "wandb"
 
 
 def _open(cfg: DictConfig, cell: CellDir, job_type: str) -> Any:
     """The cell's W&B run, resumed (or a new one, with the cell's config, if it has none)."""
-    from fls.train_log import WandbRun
-
     try:
         status = cell.status()
         config = cell.recorded_config() if cell.config.exists() else {}
@@ -63,14 +69,13 @@ def log_evaluation(cfg: DictConfig, cell: CellDir, eval_game: str, summary: dict
 
         c = cell.cell
         run = _open(cfg, cell, "evaluate")
-        prefix = f"eval/{eval_game}"
         for key in EVAL_SUMMARY:
             if summary.get(key) is not None:
-                run.run.summary[f"{prefix}/{key}"] = summary[key]
+                run.run.summary[eval_key(eval_game, key)] = summary[key]
         row = {"study": c.study, "game": c.game, "model": c.model, "seed": c.seed, "eval_game": eval_game,
                **{k: summary.get(k) for k in ("mean", "std", "n", "truncated", "checkpoint_update")}}
-        run.run.log({f"{prefix}/table": wandb.Table(dataframe=pd.DataFrame([row])),
-                     f"{prefix}/games": wandb.Table(dataframe=games.reset_index(drop=True))})
+        run.run.log({eval_key(eval_game, "table"): wandb.Table(dataframe=pd.DataFrame([row])),
+                     eval_key(eval_game, "games"): wandb.Table(dataframe=games.reset_index(drop=True))})
         run.finish()
     except Exception as e:  # noqa: BLE001 - W&B is a copy; the result is on disk
         log.warning("%s: the evaluation on %s is saved, but W&B did not take it (%s: %s)", cell.cell.key, eval_game,
@@ -110,8 +115,6 @@ def _map_images(shown: tuple[int, Any] | None) -> list[Any]:
     if shown is None:
         return []
     import wandb
-
-    from fls.video import overlay_on_screen
 
     trial_id, played = shown
     if not played.saliency:

@@ -33,7 +33,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from fls.config import group_options, load_group
+from fls.errors import AtariHeadError
+from fls.games import all_games, atari_head_names
 
 FRAME_SHAPE = (210, 160, 3)  # rows, columns, RGB of a recorded frame
 LABEL_HEADER = ("frame_id", "episode_id", "score", "duration(ms)", "unclipped_reward", "action")
@@ -41,9 +42,8 @@ LABEL_HEADER = ("frame_id", "episode_id", "score", "duration(ms)", "unclipped_re
 SCALAR_FIELDS = ("episode_id", "score", "duration_ms", "unclipped_reward", "action")
 
 # Our games' Atari-HEAD names (conf/game/<game>.yaml: atari_head), and those never recorded.
-GAMES = {name: str(game.atari_head) for name in group_options("game")
-         if (game := load_group("game", name)).atari_head is not None}
-NOT_RECORDED = tuple(name for name in group_options("game") if name not in GAMES)
+GAMES = atari_head_names()
+NOT_RECORDED = tuple(name for name in all_games() if name not in GAMES)
 # Every game Atari-HEAD has (v4 meta_data.csv), normalised: a name outside this list in a
 # meta_data.csv is a typo or a foreign file, not a game we merely do not train on.
 DATASET_GAMES = frozenset({
@@ -54,10 +54,6 @@ DATASET_GAMES = frozenset({
 })
 
 _TRIAL_FILE = re.compile(r"^(\d+)_.+\.(tar\.bz2|txt)$")
-
-
-class AtariHeadError(ValueError):
-    """Bad or missing Atari-HEAD data; the message names the file (and line)."""
 
 
 class AtariHeadWarning(UserWarning):

@@ -36,17 +36,19 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.saliency.atari_head import GAMES, NOT_RECORDED, AtariHead, AtariHeadError, Trial, TrialInfo
-from fls.config import as_int, changes, check_switches, pack_seeds, resolve_device
-from fls.errors import ConfigError
+from fls.config import check_switches, pack_seeds, resolve_device
+from fls.durable import atomic_write_bytes, atomic_write_text, remove_temporaries
+from fls.errors import AtariHeadError, ConfigError
+from fls.facts import as_int, changes
+from fls.rundir import CellDir
+from fls.saliency.atari_head import GAMES, NOT_RECORDED, AtariHead, Trial, TrialInfo
 from fls.trained_cell import TrainedCell, open_trained_cell
+from fls.wandb_results import log_saliency
 from fls.saliency import posthoc
 from fls.saliency.posthoc import PostHocSettings
 from fls.saliency.gaze import ALIGNMENTS, PROCESSED_SHAPE, RAW_SHAPE, STACK_FILLS, fixation_map, play_trial, processed_indices
 from fls.saliency.metrics import (UPSCALE_MODES, center_bias, kl_divergence, nss, pick_other_frames, shuffled_auc, uniform,
                          upscale_saliency)
-from fls.rundir import CellDir, atomic_write_bytes, atomic_write_text, remove_temporaries
-from fls.wandb_results import log_saliency
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ there, and the sweep stops waiting for the rest and reports none of them. These 
 - with `hydra.launcher.wait=false`, submit and return at once, printing the job ids and
   how to follow them (the jobs do not need the submitting process);
 - record every job in the sweep directory's jobs file (fls.job_records), with the cell it
-  runs (the sweep's grid, hydra_plugins/fls_sweeper/_grid.py) and the study stage it is
-  (`stage`), which sweep-status and the study's job chain (launchers/chain.py) read;
+  runs (the sweep's grid, fls.grid) and the study stage it is (`stage`), which sweep-status
+  and the study's job chain (studies/chain.py) read;
 - end a job whose cell failed with exit status 1: Hydra turns the cell's exception into a
   FAILED result that submitit saves as a success, and SLURM would then count the job as
   COMPLETED and start the stages that depend on it.
@@ -42,8 +42,9 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import OmegaConf
 
 from fls import job_records
+from fls.facts import now
+from fls.grid import job_cells
 from fls.rundir import SweepDir
-from hydra_plugins.fls_sweeper._grid import job_cells
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class FlsSlurmConf(SlurmQueueConf):
     _target_: str = "hydra_plugins.fls_launchers.fls_launchers.FlsSlurmLauncher"
     # wait for every job and report the failed cells; false: submit, print the job ids, return
     wait: bool = True
-    # the study stage the jobs are (launchers/study.py): recorded in jobs.jsonl; null: the app
+    # the study stage the jobs are (studies/chain.py): recorded in jobs.jsonl; null: the app
     stage: Optional[str] = None
 
 
@@ -72,7 +73,7 @@ class FlsLocalConf(LocalQueueConf):
     _target_: str = "hydra_plugins.fls_launchers.fls_launchers.FlsLocalLauncher"
     # wait for every job and report the failed cells; false: submit, print the job ids, return
     wait: bool = True
-    # the study stage the jobs are (launchers/study.py): recorded in jobs.jsonl; null: the app
+    # the study stage the jobs are (studies/chain.py): recorded in jobs.jsonl; null: the app
     stage: Optional[str] = None
 
 
@@ -205,7 +206,7 @@ class _Launcher(BaseSubmititLauncher):
                     "stage": self.stage or self._app,
                     "executor": self._EXECUTOR,
                     "submitted": submitted,
-                    "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(submitted)),
+                    "submitted_at": now(submitted),
                     "overrides": list(overrides),
                     "sweep_overrides": sweep_overrides,
                     "cell": cells[0] if cells else None,
@@ -222,7 +223,7 @@ class _Launcher(BaseSubmititLauncher):
         study, run_root = self.config.get("study"), self.config.get("run_root")
         if study is None or run_root is None:
             return f"see {SweepDir(self.config.hydra.sweep.dir).jobs_file}"
-        return f"python -m launchers.status --study {study} --run-root {run_root}"
+        return f"python -m studies.status --study {study} --run-root {run_root}"
 
     def _tell_how_to_follow(self, jobs: List[Any]) -> None:
         ids = sorted({str(j.job_id).split("_")[0] for j in jobs})

@@ -2,21 +2,20 @@
 
 - `seed=0-4` is an inclusive integer range (also inside lists: `seed=0-2,9`). Hydra's own
   `seed=1,9,17` and `seed=range(0,5)` keep working. Which keys take ranges is
-  `hydra.sweeper.range_keys`. The grid (_grid.py) is shared with the launchers' job
-  records and sweep-status.
+  `hydra.sweeper.range_keys`. The grid (fls.grid) is shared with the launchers' job
+  records, the studies and sweep-status.
 - Preflight: every cell's config is composed and checked (`hydra.sweeper.preflight`, a
   dotted path to a function that raises on a bad config) before any cell is launched, so
   bad input fails with one line and writes nothing.
 - A failed cell never stops the others: every batch runs to the end, then the sweep
   reports the failed cells in one summary and exits non-zero.
 - `pack=seeds`: the cells that differ only in seed are one job (`pack.seeds=[...]`,
-  _grid.pack_seeds), trained or evaluated together in one process (fls.seed_pack).
+  fls.grid.pack_seeds), trained or evaluated together in one process (fls.seed_pack).
 """
 
 
 import importlib
 import logging
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -25,14 +24,12 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
+from fls.cli import say
+from fls.errors import CellsFailed, Refusal, SweepError
+from fls.grid import cell_overrides, pack_seeds, packed_seeds
 from fls.rundir import SweepDir
-from hydra_plugins.fls_sweeper._grid import SweepError, cell_overrides, pack_seeds, packed_seeds
 
 log = logging.getLogger(__name__)
-
-
-class CellsFailed(SweepError):
-    """Some cells failed after all ran: one summary line, exit status 1."""
 
 
 @dataclass
@@ -87,10 +84,9 @@ class FlsSweeper(BasicSweeper):
     def sweep(self, arguments: List[str]) -> Any:
         try:
             return self._sweep(arguments)
-        except SweepError as e:
-            # One line and a non-zero exit, without Hydra's hint about stack traces.
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(1 if isinstance(e, CellsFailed) else 2) from None
+        except Refusal as e:
+            # One line and its exit status, without Hydra's hint about stack traces.
+            raise SystemExit(say(e)) from None
 
     def _sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None

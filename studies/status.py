@@ -1,11 +1,11 @@
 """Where every cell of a study is, from its run directories and, where it answers, SLURM.
 
-    python -m launchers.status --study paper [--run-root runs]        the table
-    python -m launchers.status --study paper --resubmit-failed        the command that reruns
+    python -m studies.status --study paper [--run-root runs]        the table
+    python -m studies.status --study paper --resubmit-failed        the command that reruns
                                                                       the failed and missing cells
-    python -m launchers.status --study paper --resubmit-failed --run  ... and runs it
-    python -m launchers.status --study paper --cancel                 cancel the study's queued and
-                                                                      running jobs, last stages first
+    python -m studies.status --study paper --resubmit-failed --run  ... and runs it
+    python -m studies.status --study paper --cancel                 cancel the study's queued and
+                                                                    running jobs, last stages first
 
 States (fls.rundir.CellState, from each cell's status.json and the state of its latest job):
   done         finished
@@ -15,11 +15,11 @@ States (fls.rundir.CellState, from each cell's status.json and the state of its 
                table is followed by the end of its train.log and of its job's log
   resumable    interrupted, or left a checkpoint, and nothing runs it: a rerun resumes it
   not started  in the study's grid, but no directory and no job
-The grid is the union of the cells on disk, the training sweep saved in <study>/multirun.yaml (expanded
-as the sweeper expands it: hydra_plugins/fls_sweeper/_grid.py) and the jobs recorded in
+The grid is the union of the cells on disk, the training sweep saved in <study>/multirun.yaml
+(expanded as the sweeper expands it: fls.grid) and the jobs recorded in
 <study>/jobs.jsonl (fls.job_records). Without squeue/sacct the table is built from the
 directories alone. Below the table: each stage of the study (training, evaluation, scoring,
-the analysis job) and the training's ETA (launchers/progress.py).
+the analysis job) and the training's ETA (studies/progress.py).
 """
 
 from __future__ import annotations
@@ -40,15 +40,18 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from fls import job_records
-from fls.cell_lifecycle import training_identity
-from fls.config import CONF_DIR, changes
-from fls.rundir import TRAIN_APP, Cell, CellDamaged, CellDir, CellState, RunLayout
+from fls.cli import command
+from fls.config import training_identity
+from fls.errors import CellDamaged, ConfigError
+from fls.facts import CONF_DIR, TRAIN_APP, changes, script
+from fls.grid import cell_overrides, cells_of
+from fls.rundir import Cell, CellDir, CellState, RunLayout
 from fls.train_log import MetricsCSV
-from launchers import progress
-from hydra_plugins.fls_sweeper._grid import cell_overrides, cells_of
+from studies import progress
+from studies.slurm import GONE, RUNNING as SLURM_RUNNING, WAITING as SLURM_WAITING, query_slurm
+from studies.stages import TRAIN, latest_jobs
 
-REPO = Path(__file__).resolve().parents[1]
-TRAIN_SCRIPT = REPO / "src" / "train.py"
+TRAIN_SCRIPT = script(TRAIN_APP)
 # The keys that name a cell; a rerun command sets them itself.
 CELL_KEYS = ("game", "model", "seed", "study", "run_root")
 
@@ -57,13 +60,6 @@ STATES = (CellState.DONE, CellState.RUNNING, CellState.QUEUED, CellState.FAILED,
           CellState.NOT_STARTED)
 # What the rerun command covers.
 TO_RERUN = (CellState.FAILED, CellState.RESUMABLE, CellState.NOT_STARTED)
-
-# SLURM job states (squeue/sacct), by what they mean for the cell.
-SLURM_WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
-SLURM_RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
-# Neither squeue nor sacct knows the job: SLURM keeps no record of an array task cancelled
-# while it waited (Slurm 22.05), nor of jobs purged from accounting.
-GONE = "GONE"
 
 TAIL_LINES = 8
 
@@ -115,54 +111,7 @@ def multirun_cells(layout: RunLayout, study: str) -> set[Cell]:
 
 def recorded_cells(records: list[dict[str, Any]], study: str) -> dict[Cell, dict[str, Any]]:
     """The latest training job recorded for each cell of the study."""
-    latest: dict[Cell, dict[str, Any]] = {}
-    for record in sorted(records, key=lambda r: r.get("submitted", 0)):
-        if record.get("app") != TRAIN_APP:
-            continue
-        # a packed job runs several cells (records written before packing name one, as "cell")
-        for c in record.get("cells") or ([record["cell"]] if record.get("cell") else []):
-            if c.get("study") == study:
-                latest[Cell(study, c["game"], c["model"], int(c["seed"]))] = record
-    return latest
-
-
-# SLURM
-
-
-def _run(cmd: list[str]) -> str | None:
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return res.stdout if res.returncode == 0 else None
-
-
-def query_slurm(job_ids: set[str]) -> dict[str, dict[str, str]] | None:
-    """State of each job: sacct for the past, squeue for the present (it lists pending
-    array tasks one by one, sacct as a range). None when neither answers. `state` is the
-    state's name; `text` as SLURM says it (`CANCELLED by 0`: a user's scancel; a plain
-    CANCELLED before it started: a dependency that failed); `dependency`: what a pending
-    job still waits for (squeue's %E)."""
-    if not job_ids:
-        return {}
-    states: dict[str, dict[str, str]] = {}
-    ids = sorted({j.split("_")[0] for j in job_ids})
-    acct = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(ids)])
-    for line in (acct or "").splitlines():
-        parts = line.split("|")
-        if len(parts) >= 3 and "[" not in parts[0]:
-            states[parts[0]] = {"state": parts[1].split()[0] if parts[1] else "UNKNOWN", "reason": "", "exit": parts[2],
-                                "text": parts[1], "dependency": ""}
-    queue = _run(["squeue", "-h", "-r", "--me", "-o", "%i|%T|%r|%E"])
-    for line in (queue or "").splitlines():
-        parts = line.split("|")
-        if len(parts) >= 3 and parts[0] in job_ids:
-            dependency = parts[3] if len(parts) > 3 and parts[3] != "(null)" else ""
-            states[parts[0]] = {"state": parts[1], "reason": "" if parts[2] == "None" else parts[2], "exit": "",
-                                "text": parts[1], "dependency": dependency}
-    if acct is None and queue is None:
-        return None
-    return states
+    return {cell: record for (stage, cell), record in latest_jobs(records, study).items() if stage == TRAIN}
 
 
 # One cell
@@ -429,8 +378,9 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launchers.status", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.status", description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", required=True, help="the study (runs/<study>/)")
     parser.add_argument("--run-root", default="runs", help="where run directories go (default: runs)")
     parser.add_argument("--resubmit-failed", action="store_true",
@@ -448,9 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         return progress.cancel(layout, args.study)
     rows = collect(layout, args.study, use_slurm=not args.no_slurm)
     if not rows:
-        print(f"error: no cells of study {args.study!r} under {args.run_root}/ "
-              f"(studies there: {', '.join(layout.studies()) or 'none'})", file=sys.stderr)
-        return 2
+        raise ConfigError(f"no cells of study {args.study!r} under {args.run_root}/ "
+                          f"(studies there: {', '.join(layout.studies()) or 'none'})")
     print(render(rows, args.study))
     details = failure_details(layout, rows)
     if details:
@@ -461,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resubmit_failed:
         return 0
 
-    python, script = _shown(Path(sys.executable)), _shown(TRAIN_SCRIPT)
-    commands = rerun_commands(layout, args.study, rows, python, script)
+    python, train_script = _shown(Path(sys.executable)), _shown(TRAIN_SCRIPT)
+    commands = rerun_commands(layout, args.study, rows, python, train_script)
     if not commands:
         print("\nnothing to rerun")
         return 0

@@ -1,13 +1,13 @@
 """A study as SLURM jobs that carry it to the end: submit every stage at once, and exit.
 
-    make study EXPERIMENT=paper LAUNCHER=slurm       (launchers/study.py, without --wait)
+    make study EXPERIMENT=paper LAUNCHER=slurm       (studies/study.py, without --wait)
 
 The training array; an array for each later stage of the plan (evaluate, breakout_infinite,
 saliency) whose every task waits for the training tasks of its own cells (afterok); and one
 analysis job (`python -m analysis all`, then the study's W&B dashboard) that waits for every
 array (afterany). Nothing of ours waits for them; `make sweep-status` follows them.
 
-How, on Slurm 22.05 (the findings behind each rule are in launchers/README.md):
+How, on Slurm 22.05 (the findings behind each rule are in cluster/README.md):
 - Each stage is submitted through its own app (`src/evaluate.py -m ...
   hydra.launcher.wait=false`), so the profile's resources, packing and job records
   (jobs.jsonl, with the stage) are the sweep's own. Every array is submitted held; then
@@ -43,82 +43,17 @@ from typing import Any, Callable
 from omegaconf import OmegaConf
 
 from fls import job_records
-from fls.rundir import REPO, TRAIN_APP, Cell, RunLayout
-from launchers.preflight import INFINITE
+from fls.errors import ConfigError, Refusal, ServiceError
+from fls.facts import REPO, now
+from fls.rundir import Cell, RunLayout
+from hydra_plugins.fls_launchers.fls_launchers import FlsSlurmLauncher, submitit_executor
+from studies.slurm import array_of, queue, run_slurm
+from studies.stages import ANALYSIS, TRAIN, job_name, latest_jobs, record_cells, record_stage
 
-ANALYSIS = "analysis"
 # sbatch options of every array of a chain (submitit writes each as #SBATCH --<key>=<value>)
 CHAIN_SBATCH = {"hold": True, "kill-on-invalid-dep": "yes", "requeue": True}
-SLURM_LAUNCHER = "FlsSlurmLauncher"
 # stage sweeps submitted at once (each a Python process that composes and checks its cells)
 PARALLEL_SUBMISSIONS = 4
-
-
-class ChainError(RuntimeError):
-    """SLURM refused a step of the submission (what was submitted has been cancelled)."""
-
-
-# What jobs.jsonl says
-
-
-def record_stage(record: dict[str, Any]) -> str:
-    """A job record's stage; records written before the launchers recorded it tell
-    breakout_infinite apart by its override."""
-    if record.get("stage"):
-        return str(record["stage"])
-    if record.get("app") == "evaluate" and f"eval.game={INFINITE}" in (record.get("sweep_overrides") or []):
-        return INFINITE
-    return str(record.get("app"))
-
-
-def record_cells(record: dict[str, Any], study: str) -> list[Cell]:
-    cells = record.get("cells") or ([record["cell"]] if record.get("cell") else [])
-    return [Cell(study, c["game"], c["model"], int(c["seed"])) for c in cells if c.get("study") == study]
-
-
-def latest_jobs(records: list[dict[str, Any]], study: str) -> dict[tuple[str, Cell], dict[str, Any]]:
-    """The latest job recorded for each (stage, cell) of the study."""
-    latest: dict[tuple[str, Cell], dict[str, Any]] = {}
-    for record in sorted(records, key=lambda r: r.get("submitted", 0)):
-        if record.get("executor", "slurm") != "slurm":
-            continue
-        for cell in record_cells(record, study):
-            latest[(record_stage(record), cell)] = record
-    return latest
-
-
-def analysis_jobs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if record_stage(r) == ANALYSIS]
-
-
-def array_of(job_id: str) -> str:
-    return str(job_id).split("_")[0]
-
-
-# What SLURM says
-
-
-def run_slurm(*cmd: str) -> str:
-    """A SLURM client command's output; ChainError with its message when it fails."""
-    try:
-        res = subprocess.run(list(cmd), capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ChainError(f"{shlex.join(cmd)}: {e}") from None
-    if res.returncode != 0:
-        raise ChainError(f"{shlex.join(cmd)}: {(res.stderr or res.stdout).strip() or f'exit {res.returncode}'}")
-    return res.stdout
-
-
-def queue() -> dict[str, dict[str, str]]:
-    """Every job of ours squeue lists (pending or running), task by task: id -> state,
-    reason, dependency."""
-    out = run_slurm("squeue", "-h", "-r", "--me", "-o", "%i|%T|%r|%E")
-    jobs = {}
-    for line in out.splitlines():
-        parts = line.split("|")
-        if len(parts) >= 4:
-            jobs[parts[0]] = {"state": parts[1], "reason": parts[2], "dependency": "" if parts[3] == "(null)" else parts[3]}
-    return jobs
 
 
 # The plan
@@ -129,7 +64,6 @@ class StagePlan:
     stage: str
     todo: list[Cell] = field(default_factory=list)  # cells to submit
     live: dict[Cell, str] = field(default_factory=dict)  # cell -> its job, queued or running
-    skipped: list[str] = field(default_factory=list)  # what the stage leaves out, and why
 
 
 def plan(stages: list[str], missing: Callable[[str], list[Cell]], latest: dict[tuple[str, Cell], dict[str, Any]],
@@ -170,8 +104,8 @@ def chain_overrides(stage: str, study_name: str) -> list[str]:
     recorded as the stage."""
     extra = [f"++hydra.launcher.additional_parameters.{k}={str(v).lower() if isinstance(v, bool) else v}"
              for k, v in CHAIN_SBATCH.items()]
-    return ["hydra.launcher.wait=false", f"hydra.launcher.stage={stage}", f"hydra.launcher.name={stage}-{study_name}",
-            *extra]
+    return ["hydra.launcher.wait=false", f"hydra.launcher.stage={stage}",
+            f"hydra.launcher.name={job_name(stage, study_name)}", *extra]
 
 
 # The analysis job
@@ -181,7 +115,7 @@ def run_analysis(study: str, run_root: str, logger: dict[str, Any]) -> None:
     """The chain's last job: every table and figure of the study, then its W&B dashboard."""
     python = sys.executable
     analysis = subprocess.run([python, "-m", "analysis", "all", "--study", study, "--run-root", run_root], cwd=REPO)
-    dashboard = [python, "-m", "launchers.dashboard", "--study", study, "--run-root", run_root]
+    dashboard = [python, "-m", "studies.dashboard", "--study", study, "--run-root", run_root]
     for key in ("name", "mode", "project", "entity"):
         if logger.get(key) is not None:
             dashboard += [f"--{key if key != 'name' else 'logger'}", str(logger[key])]
@@ -193,10 +127,8 @@ def run_analysis(study: str, run_root: str, logger: dict[str, Any]) -> None:
 def submit_analysis(launcher_params: dict[str, Any], study: str, run_root: Path, logger: dict[str, Any],
                     arrays: list[str]) -> Any:
     """The analysis job through submitit, with the profile's resources, after `arrays`."""
-    from hydra_plugins.fls_launchers.fls_launchers import submitit_executor
-
     params = {k: v for k, v in launcher_params.items() if k not in ("_target_", "wait", "stage")}
-    params["name"] = f"{ANALYSIS}-{study}"
+    params["name"] = job_name(ANALYSIS, study)
     extra = {k: v for k, v in (params.pop("additional_parameters", None) or {}).items() if k != "hold"}
     if arrays:
         extra.update({"dependency": "afterany:" + ":".join(arrays), "kill-on-invalid-dep": "yes"})
@@ -222,16 +154,17 @@ class Submission:
 def submit(study: Any, launcher_params: dict[str, Any], logger: dict[str, Any], stages: list[str],
            missing: Callable[[str], list[Cell]], stage_command: Callable[[str], list[str]],
            say: Callable[[str], None]) -> int:
-    """Submit what the study still needs as one chain; returns the exit status."""
+    """Submit what the study still needs as one chain; returns the exit status (a refusal
+    when SLURM or a stage's submission refuses: what this submission made is cancelled)."""
     layout = RunLayout(study.run_root)
     jobs_file = layout.jobs_file(study.name)
     records = job_records.read(jobs_file)
     try:
         alive = queue()
-    except ChainError as e:
-        say(f"error: cannot tell what is queued ({e}); nothing submitted")
-        return 1
-    latest = latest_jobs(records, study.name)
+    except ServiceError as e:
+        raise ServiceError(f"cannot tell what is queued ({e}); nothing submitted") from None
+    # the jobs of submitit's local executor are processes, not SLURM jobs
+    latest = latest_jobs([r for r in records if r.get("executor", "slurm") == "slurm"], study.name)
     plans = plan(stages, missing, latest, set(alive))
     live_arrays = sorted({array_of(j) for p in plans for j in p.live.values()})
 
@@ -267,14 +200,16 @@ def submit(study: Any, launcher_params: dict[str, Any], logger: dict[str, Any], 
             say(f"{stage}: the submission failed (exit {rc}): {shlex.join(command)}")
             print("\n".join(out.strip().splitlines()[-20:]), file=sys.stderr)
         sub.cancel()
-        return 2 if any(rc == 2 for _, _, rc, _ in failed) else 1
+        what = f"the submission of {', '.join(sorted({stage for stage, _, _, _ in failed}))} failed (its output above)"
+        raise (ConfigError if any(rc == 2 for _, _, rc, _ in failed) else ServiceError)(what)
 
     try:
         analysis = wire(study, plans, new, latest, alive, live_arrays, launcher_params, logger, records, sub)
-    except Exception as e:  # noqa: BLE001 - scontrol's, sbatch's (through submitit): nothing may stay half-wired
-        say(f"error: {type(e).__name__}: {e}")
+    except Exception as e:  # scontrol's, sbatch's (through submitit): nothing may stay half-wired
         sub.cancel()
-        return 1
+        if isinstance(e, Refusal):
+            raise
+        raise ServiceError(f"the chain could not be wired ({type(e).__name__}: {e})") from e
     report(study, plans, new, analysis, time.monotonic() - started, say)
     return 0
 
@@ -284,26 +219,27 @@ def wire(study: Any, plans: list[StagePlan], new: list[dict[str, Any]], latest: 
          logger: dict[str, Any], records: list[dict[str, Any]], sub: Submission) -> str | None:
     """Dependencies of each new task, the analysis job, then the release; returns the
     analysis job's id (None: none needed)."""
-    new_train = {cell: r["job_id"] for r in new if record_stage(r) == TRAIN_APP for cell in record_cells(r, study.name)}
+    new_train = {cell: r["job_id"] for r in new if record_stage(r) == TRAIN for cell in record_cells(r, study.name)}
 
     def upstream(cell: Cell) -> str | None:
         if cell in new_train:
             return new_train[cell]
-        record = latest.get((TRAIN_APP, cell))
+        record = latest.get((TRAIN, cell))
         # only a job squeue lists: SLURM takes one it does not know as satisfied
         return record["job_id"] if record is not None and record["job_id"] in alive else None
 
-    trained = {cell for p in plans if p.stage == TRAIN_APP for cell in [*p.todo, *p.live]}
+    trained = {cell for p in plans if p.stage == TRAIN for cell in [*p.todo, *p.live]}
     for record in new:
-        if record_stage(record) == TRAIN_APP:
+        if record_stage(record) == TRAIN:
             continue
         deps = sorted({u for cell in record_cells(record, study.name) if cell in trained and (u := upstream(cell))})
         if deps:
             run_slurm("scontrol", "update", f"JobId={record['job_id']}", f"Dependency=afterok:{':'.join(deps)}")
 
     # one analysis job, after everything of the study in the queue
-    waiting = [r for r in analysis_jobs(records) if alive.get(r["job_id"], {}).get("state") == "PENDING"]
-    running = [r for r in analysis_jobs(records) if alive.get(r["job_id"], {}).get("state") == "RUNNING"]
+    analyses = [r for r in records if record_stage(r) == ANALYSIS]
+    waiting = [r for r in analyses if alive.get(r["job_id"], {}).get("state") == "PENDING"]
+    running = [r for r in analyses if alive.get(r["job_id"], {}).get("state") == "RUNNING"]
     arrays = sorted(set(sub.new_arrays) | set(live_arrays))
     drawn = RunLayout(study.run_root).analysis_dir(study.name).is_dir()
     analysis_id = None
@@ -315,10 +251,10 @@ def wire(study: Any, plans: list[StagePlan], new: list[dict[str, Any]], latest: 
         sub.new_arrays.append(analysis_id)
         for r in waiting:  # the new one waits for all they waited for, and more
             run_slurm("scancel", r["job_id"])
-        now = time.time()
+        submitted = time.time()
         job_records.append(RunLayout(study.run_root).jobs_file(study.name), [{
-            "job_id": analysis_id, "app": ANALYSIS, "stage": ANALYSIS, "executor": "slurm", "submitted": now,
-            "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)), "overrides": [],
+            "job_id": analysis_id, "app": ANALYSIS, "stage": ANALYSIS, "executor": "slurm", "submitted": submitted,
+            "submitted_at": now(submitted), "overrides": [],
             "sweep_overrides": [], "cell": None, "cells": [], "stdout": str(job.paths.stdout),
             "stderr": str(job.paths.stderr), "dependency": f"afterany:{':'.join(arrays)}" if arrays else None,
         }])
@@ -339,7 +275,7 @@ def report(study: Any, plans: list[StagePlan], new: list[dict[str, Any]], analys
         if not ids:
             continue
         arrays = sorted({array_of(j) for j in ids})
-        after = "" if p.stage == TRAIN_APP else ", each task after the training of its own cells (afterok)"
+        after = "" if p.stage == TRAIN else ", each task after the training of its own cells (afterok)"
         say(f"{p.stage}: {cells[p.stage]} cell(s) in {len(ids)} job(s): array {', '.join(arrays)}{after}")
     if analysis:
         say(f"analysis: job {analysis}, after every array of the study (afterany): python -m analysis all, "
@@ -357,4 +293,5 @@ def launcher_params(cfg: Any) -> dict[str, Any]:
 
 
 def is_slurm(params: dict[str, Any]) -> bool:
-    return str(params.get("_target_", "")).endswith(SLURM_LAUNCHER)
+    """Whether a profile's launcher (hydra.launcher) submits to SLURM."""
+    return str(params.get("_target_", "")).endswith(FlsSlurmLauncher.__name__)

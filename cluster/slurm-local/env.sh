@@ -1,5 +1,5 @@
-# Source me to talk to the one-node SLURM of launchers/slurm-local (sbatch, squeue, sacct,
-# and sweeps with launcher=slurm_local):   source launchers/slurm-local/env.sh
+# Source me to talk to the one-node SLURM of cluster/slurm-local (sbatch, squeue, sacct,
+# and sweeps with launcher=slurm_local):   source cluster/slurm-local/env.sh
 _fls_slurm_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export FLS_SLURM_DIR=${FLS_SLURM_DIR:-$(cd "$_fls_slurm_here/../.." && pwd)/.slurm}
 # SLURM's clients and daemons read their config from here instead of /etc/slurm.

@@ -6,10 +6,10 @@
 # Ports 16816-16819 on 127.0.0.1 (FLS_SLURM_PORT_BASE=16810 moves them); one node named
 # after this host, with its CPUs and memory; one partition, `local`.
 #
-#   launchers/slurm-local/up.sh                  (make slurm-up)
-#   source launchers/slurm-local/env.sh          then sbatch, squeue, sacct, and
+#   cluster/slurm-local/up.sh                  (make slurm-up)
+#   source cluster/slurm-local/env.sh          then sbatch, squeue, sacct, and
 #   python src/train.py -m ... launcher=slurm_local
-#   launchers/slurm-local/down.sh                (make slurm-down) stops it and removes the state
+#   cluster/slurm-local/down.sh                (make slurm-down) stops it and removes the state
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/env.sh"
@@ -144,4 +144,4 @@ start_slurmdbd
 start_slurmctld
 start_slurmd
 say "up: node $NODE ($(sinfo -h -n "$NODE" -o '%c CPUs, %m MB')), partition local; state in $STATE"
-say "use it with: source launchers/slurm-local/env.sh"
+say "use it with: source cluster/slurm-local/env.sh"

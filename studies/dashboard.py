@@ -1,7 +1,7 @@
 """The study's W&B report and workspace (wandb-workspaces), made by the study's analysis job.
 
-    python -m launchers.dashboard --study paper [--run-root runs] [--logger wandb] [--mode offline]
-                                  [--project fls-sweeps] [--entity my-team]
+    python -m studies.dashboard --study paper [--run-root runs] [--logger wandb] [--mode offline]
+                                [--project fls-sweeps] [--entity my-team]
 
 - Report "<study>: fls-sweeps study": per game, the reward curves of the study's runs as
   seed bands per game x model (the runs' W&B group; mean and standard error over seeds,
@@ -24,13 +24,15 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from fls.rundir import RunLayout, atomic_write_text
-from fls.train_log import X_AXIS
+from fls.cli import command
+from fls.durable import atomic_write_text
+from fls.errors import ConfigError, ServiceError
+from fls.rundir import EPREWMEAN, SPS, X_AXIS, RunLayout
+from fls.wandb_results import eval_key
+from studies.stages import INFINITE, played_by
 
-REWARD = "charts/eprewmean"
 TABLES = (("Table 3: evaluation scores", "table3.md"), ("Table 4: saliency metrics on Atari-HEAD", "table4.md"),
           ("Table 5: Breakout vs BreakoutInfinite", "table5.md"))
 OFFLINE_ENTITY = "<your W&B entity>"
@@ -55,7 +57,7 @@ def build(study: str, games: list[str], tables: dict[str, str], entity: str, pro
         blocks.append(wr.PanelGrid(
             runsets=[wr.Runset(name=f"{study} {game}", filters=f"{in_study} and Config('game.name') = '{game}'",
                                groupby=["group"])],
-            panels=[wr.LinePlot(title=f"{game}: mean episodic return (training)", x=X_AXIS, y=[REWARD],
+            panels=[wr.LinePlot(title=f"{game}: mean episodic return (training)", x=X_AXIS, y=[EPREWMEAN],
                                 groupby_aggfunc="mean", groupby_rangefunc="stderr")],
         ))
     for title, name in TABLES:
@@ -68,13 +70,13 @@ def build(study: str, games: list[str], tables: dict[str, str], entity: str, pro
         entity=entity, project=project, name=study,
         sections=[
             ws.Section(name="Training", is_open=True, panels=[
-                wr.LinePlot(title="mean episodic return", x=X_AXIS, y=[REWARD]),
-                wr.LinePlot(title="agent steps per second", x=X_AXIS, y=["charts/SPS"]),
+                wr.LinePlot(title="mean episodic return", x=X_AXIS, y=[EPREWMEAN]),
+                wr.LinePlot(title="agent steps per second", x=X_AXIS, y=[SPS]),
             ]),
             ws.Section(name="Evaluation (Tables 3, 5)", is_open=True, panels=[
-                wr.BarPlot(title=f"{game}: evaluation mean", metrics=[f"eval/{game}/mean"]) for game in games
-            ] + ([wr.BarPlot(title="breakout_infinite: evaluation mean", metrics=["eval/breakout_infinite/mean"])]
-                 if "breakout" in games else [])),
+                wr.BarPlot(title=f"{game}: evaluation mean", metrics=[eval_key(game, "mean")]) for game in games
+            ] + ([wr.BarPlot(title=f"{INFINITE}: evaluation mean", metrics=[eval_key(INFINITE, "mean")])]
+                 if played_by(INFINITE) in games else [])),
         ],
         runset_settings=ws.RunsetSettings(filters=in_study, groupby=[expr.Metric("Group")]),
     )
@@ -85,8 +87,9 @@ def _spec(obj: Any) -> dict[str, Any]:
     return obj._to_model().model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launchers.dashboard", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m studies.dashboard", description=__doc__.split("\n\n")[0])
     p.add_argument("--study", required=True)
     p.add_argument("--run-root", default="runs")
     p.add_argument("--logger", default="wandb", help="the study's logger (conf/logger/): none makes no dashboard")
@@ -104,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     tables = {name: (out / name).read_text() for _, name in TABLES if (out / name).is_file()}
     games = games_of(layout, args.study)
     if not games:
-        print(f"error: no cells of study {args.study!r} under {args.run_root}/", file=sys.stderr)
-        return 2
+        raise ConfigError(f"no cells of study {args.study!r} under {args.run_root}/")
 
     online = mode == "online"
     entity = args.entity
@@ -115,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
             entity = wandb.Api(timeout=30).default_entity
         except Exception as e:  # noqa: BLE001 - wandb's auth and network errors have no common type
-            print(f"error: W&B does not answer ({type(e).__name__}: {e}); `wandb login`, or --mode offline",
-                  file=sys.stderr)
-            return 1
+            raise ServiceError(f"W&B does not answer ({type(e).__name__}: {e}); `wandb login`, or --mode offline") from None
     report, workspace = build(args.study, games, tables, entity or OFFLINE_ENTITY, args.project)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "wandb_report.json", json.dumps(_spec(report), indent=1) + "\n")
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             f"'{workspace.name}' in {entity or OFFLINE_ENTITY}/{args.project}")
     if not online:
         say(f"offline: would create {what}; specs in {out / 'wandb_report.json'} and {out / 'wandb_workspace.json'}. "
-            "To publish: `wandb sync` the runs (README), then python -m launchers.dashboard "
+            "To publish: `wandb sync` the runs (README), then python -m studies.dashboard "
             f"--study {args.study} --run-root {args.run_root} --mode online")
         return 0
     try:
@@ -134,9 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             runset.entity, runset.project = entity, args.project
         report.save()
         workspace.save()
-    except Exception as e:  # noqa: BLE001
-        print(f"error: W&B did not take the {what} ({type(e).__name__}: {e}); the specs are in {out}", file=sys.stderr)
-        return 1
+    except Exception as e:  # noqa: BLE001 - as above
+        raise ServiceError(f"W&B did not take the {what} ({type(e).__name__}: {e}); the specs are in {out}") from None
     say(f"created report {report.url} and workspace {workspace.url}")
     return 0
 

@@ -1,7 +1,7 @@
 """Where each stage of a study is, its ETA, and cancelling it: the stage half of sweep-status.
 
-    python -m launchers.status --study paper              the cell table, then the stages and the ETA
-    python -m launchers.status --study paper --cancel     cancel every queued or running job of the study
+    python -m studies.status --study paper              the cell table, then the stages and the ETA
+    python -m studies.status --study paper --cancel     cancel every queued or running job of the study
 
 A stage's cell is, from its run directory and its latest job (jobs.jsonl, asked of SLURM):
   done      its result is there (the stage's own output: eval/<game>/, saliency/trials.csv)
@@ -13,7 +13,7 @@ A stage's cell is, from its run directory and its latest job (jobs.jsonl, asked 
   not run   SLURM cancelled its job because the job it waited for failed: the training of
             the cell did not finish (a resubmission of the study runs it after the retraining)
   to do     no job of it is known
-Training's states are sweep-status's own (launchers/status.py), in the same words.
+Training's states are sweep-status's own (studies/status.py), in the same words.
 
 The ETA is rough, and says so: the remaining agent steps of the training cells, at the
 steps per second each running cell measures now (metrics.csv's charts/SPS, since its
@@ -24,26 +24,24 @@ queue waits are not counted.
 
 from __future__ import annotations
 
-import csv
 import re
-import subprocess
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fls import job_records
-from fls.rundir import TRAIN_APP, Cell, CellDamaged, CellDir, CellState, RunLayout
-from launchers.chain import ANALYSIS, INFINITE, array_of, record_cells, record_stage
+from fls.errors import CellDamaged
+from fls.rundir import SPS, Cell, CellDir, CellState, RunLayout
+from fls.train_log import MetricsCSV
+from studies.slurm import DEAD, GONE, RUNNING, array_of, query_slurm, queue, run_slurm
+from studies.stages import ANALYSIS, ORDER, TRAIN, latest_jobs, record_cells, record_stage, stage_done
 
-STAGE_ORDER = (TRAIN_APP, "evaluate", INFINITE, "saliency")
 STATES = ("done", "running", "queued", "waiting", "failed", "not run", "to do")
 # training's states (fls.rundir.CellState) in the stage table's words
 FROM_CELL_STATE = {CellState.DONE: "done", CellState.RUNNING: "running", CellState.QUEUED: "queued",
                    CellState.FAILED: "failed", CellState.RESUMABLE: "to do", CellState.NOT_STARTED: "to do"}
-RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
-DEAD = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 
 
 @dataclass
@@ -53,19 +51,6 @@ class StageCell:
     state: str
     job_id: str | None = None
     note: str = ""
-
-
-def stage_done(d: CellDir, stage: str) -> bool:
-    try:
-        if stage == "evaluate":
-            return d.eval_result(d.cell.game) is not None
-        if stage == INFINITE:
-            return d.eval_result(INFINITE) is not None
-    except CellDamaged:
-        return False
-    if stage == "saliency":
-        return d.saliency_trials.exists()
-    raise ValueError(stage)
 
 
 # What a job's stderr ends with after the error: srun's and slurmstepd's own lines, submitit's
@@ -108,7 +93,7 @@ def classify_stage(done: bool, job: dict[str, str] | None, record: dict[str, Any
         return "not run", "cancelled by SLURM: the job it waited for failed (its training)"
     if state == "CANCELLED":
         return "failed", f"{text} (a user's scancel)"
-    if state == "GONE":
+    if state == GONE:
         return "failed", "its job left the queue without running and without a SLURM record (cancelled while pending?)"
     if state == "COMPLETED":
         return "failed", f"its job ended without the result; log: {log or '-'}"
@@ -118,39 +103,34 @@ def classify_stage(done: bool, job: dict[str, str] | None, record: dict[str, Any
 def stages_of(records: list[dict[str, Any]], study: str) -> list[str]:
     """The later stages the study has jobs of, in the order they run."""
     seen = {record_stage(r) for r in records if record_cells(r, study)}
-    return [s for s in STAGE_ORDER[1:] if s in seen]
+    return [s for s in ORDER[1:] if s in seen]
 
 
 def collect_stages(layout: RunLayout, study: str, train_rows: list[Any], use_slurm: bool = True,
-                   query: Any = None) -> tuple[list[StageCell], dict[str, Any] | None]:
+                   query: Callable[[set[str]], dict[str, dict[str, str]] | None] = query_slurm,
+                   ) -> tuple[list[StageCell], dict[str, Any] | None]:
     """Every (stage, cell) of the study's later stages, and its analysis job (record and
-    SLURM state). `train_rows`: sweep-status's rows (launchers.status.collect)."""
-    from launchers.status import query_slurm
-
-    query = query or query_slurm
+    SLURM state). `train_rows`: sweep-status's rows (studies.status.collect)."""
     records = job_records.read(layout.jobs_file(study))
-    latest: dict[tuple[str, Cell], dict[str, Any]] = {}
-    for record in sorted(records, key=lambda r: r.get("submitted", 0)):
-        for cell in record_cells(record, study):
-            latest[(record_stage(record), cell)] = record
+    latest = latest_jobs(records, study)
     analysis = max((r for r in records if record_stage(r) == ANALYSIS), key=lambda r: r.get("submitted", 0), default=None)
     later = stages_of(records, study)
-    ids = {r["job_id"] for (stage, _), r in latest.items() if stage != TRAIN_APP} | ({analysis["job_id"]} if analysis else set())
+    ids = {r["job_id"] for (stage, _), r in latest.items() if stage != TRAIN} | ({analysis["job_id"]} if analysis else set())
     slurm = query(ids) if use_slurm else None
 
-    out = [StageCell(TRAIN_APP, r.cell, FROM_CELL_STATE.get(r.state, str(r.state)), r.job_id, r.note) for r in train_rows]
+    out = [StageCell(TRAIN, r.cell, FROM_CELL_STATE.get(r.state, str(r.state)), r.job_id, r.note) for r in train_rows]
     for stage in later:
         cells = sorted({c for (s, c) in latest if s == stage})
         for cell in cells:
             record = latest.get((stage, cell))
             job = None
             if record is not None and slurm is not None and record.get("executor", "slurm") == "slurm":
-                job = slurm.get(record["job_id"], {"state": "GONE"})
+                job = slurm.get(record["job_id"], {"state": GONE})
             state, note = classify_stage(stage_done(CellDir(layout.root, cell), stage), job, record)
             out.append(StageCell(stage, cell, state, record["job_id"] if record else None, note))
     analysis_state = None
     if analysis is not None:
-        analysis_state = {"record": analysis, "job": (slurm or {}).get(analysis["job_id"], {"state": "GONE"}) if slurm is not None else None}
+        analysis_state = {"record": analysis, "job": (slurm or {}).get(analysis["job_id"], {"state": GONE}) if slurm is not None else None}
     return out, analysis_state
 
 
@@ -159,16 +139,15 @@ def collect_stages(layout: RunLayout, study: str, train_rows: list[Any], use_slu
 
 def _last_metrics_row(d: CellDir) -> dict[str, str] | None:
     try:
-        with d.metrics.open() as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, csv.Error):
+        rows = MetricsCSV(d.metrics).rows()
+    except (OSError, CellDamaged):
         return None
     return rows[-1] if rows else None
 
 
 def _sps(row: dict[str, str] | None) -> float | None:
     try:
-        value = float(row["charts/SPS"]) if row else 0.0
+        value = float(row[SPS]) if row else 0.0
     except (KeyError, TypeError, ValueError):
         return None
     return value if value > 0 else None
@@ -253,7 +232,7 @@ def _ids(ids: list[str], most: int = 8) -> str:
 
 
 def render(rows: list[StageCell], analysis: dict[str, Any] | None, analysis_dir: Path) -> str:
-    stages = [s for s in STAGE_ORDER if any(r.stage == s for r in rows)]
+    stages = [s for s in ORDER if any(r.stage == s for r in rows)]
     counts: dict[str, dict[str, int]] = {s: defaultdict(int) for s in stages}
     for r in rows:
         counts[r.stage][r.state] += 1
@@ -267,11 +246,11 @@ def render(rows: list[StageCell], analysis: dict[str, Any] | None, analysis_dir:
         mine = [r for r in rows if r.stage == stage]
         for state in ("running", "queued", "waiting"):
             jobs = [r.job_id for r in mine if r.state == state and r.job_id]
-            if jobs and stage != TRAIN_APP:
+            if jobs and stage != TRAIN:
                 notes = sorted({r.note for r in mine if r.state == state and r.note})
                 lines.append(f"  {stage} {state}: job {_ids(jobs)}" + (f" ({'; '.join(notes[:3])})" if notes else ""))
         for r in mine:
-            if r.state in ("failed", "not run") and stage != TRAIN_APP:
+            if r.state in ("failed", "not run") and stage != TRAIN:
                 lines.append(f"  {stage} {r.cell.key}: {r.state}, job {r.job_id or '-'}: {r.note}")
     if analysis is not None:
         record, job = analysis["record"], analysis["job"]
@@ -282,7 +261,7 @@ def render(rows: list[StageCell], analysis: dict[str, Any] | None, analysis_dir:
             what = f"done: {analysis_dir}"
         elif job and state in RUNNING:
             what = "running"
-        elif job and state in DEAD | {"CANCELLED", "GONE"}:
+        elif job and state in DEAD | {"CANCELLED", GONE}:
             what = f"{job.get('text') or state}; log: {last_line(record.get('stderr')) or record.get('stderr')}"
         else:
             what = state.lower()
@@ -293,18 +272,13 @@ def render(rows: list[StageCell], analysis: dict[str, Any] | None, analysis_dir:
 # Cancelling
 
 
-def cancel(layout: RunLayout, study: str, say: Any = print) -> int:
+def cancel(layout: RunLayout, study: str, say: Callable[[str], None] = print) -> int:
     """scancel every queued or running job of the study, the last stages first: cancelling
-    the training first would let the analysis job (afterany) start on what is there."""
-    from launchers.chain import ChainError, queue
-
+    the training first would let the analysis job (afterany) start on what is there. A
+    ServiceError when SLURM does not answer or refuses."""
     records = job_records.read(layout.jobs_file(study))
-    try:
-        alive = queue()
-    except ChainError as e:
-        say(f"error: {e}")
-        return 1
-    order = [ANALYSIS, *reversed(STAGE_ORDER)]
+    alive = queue()
+    order = [ANALYSIS, *reversed(ORDER)]
     by_stage: dict[str, set[str]] = defaultdict(set)
     for record in records:
         if record.get("executor", "slurm") == "slurm" and record["job_id"] in alive:
@@ -315,10 +289,7 @@ def cancel(layout: RunLayout, study: str, say: Any = print) -> int:
         ids = sorted(by_stage.get(stage, ()))
         if not ids:
             continue
-        res = subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            say(f"error: scancel {' '.join(ids)}: {res.stderr.strip()}")
-            return 1
+        run_slurm("scancel", *ids, timeout=120)
         cancelled += len(ids)
         arrays = sorted({array_of(i) for i in ids})
         say(f"{stage}: cancelled {len(ids)} job(s) ({' '.join(arrays)})")

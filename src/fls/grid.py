@@ -1,12 +1,10 @@
 """A sweep's grid: its overrides expanded into cells, as the sweeper launches them.
 
-The sweeper (fls_sweeper.py) launches the grid, the launchers record which cell each job
-runs (fls_launchers), and sweep-status (launchers/status.py) rebuilds the grid of a saved
-sweep; all three go through here, so they agree on what a sweep's cells are.
-
-The leading underscore keeps Hydra's plugin scan out: it executes every other module under
-hydra_plugins again, in place, even one already imported, which would make a second
-SweepError class that the sweeper's `except SweepError` does not catch.
+The sweeper (hydra_plugins/fls_sweeper) launches the grid, the launchers
+(hydra_plugins/fls_launchers) record which cell each job runs, and a study (studies/study.py)
+and sweep-status (studies/status.py) rebuild the grid of a sweep; all of them go through
+here, so they agree on what a sweep's cells are. Outside hydra_plugins/, whose modules
+Hydra's plugin scan executes again in place.
 """
 
 import re
@@ -14,17 +12,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import CompactHydraException
 
+from fls.errors import SweepError
 from fls.rundir import Cell, cell_from_config
 
 INT = re.compile(r"^[+-]?\d+$")
 PACK_SEEDS = "pack.seeds="
 RANGE = re.compile(r"^([+-]?\d+)-([+-]?\d+)$")
-
-
-class SweepError(CompactHydraException):
-    """Bad sweep input: printed as one line, exit status 2, nothing launched."""
 
 
 def expand_token(key: str, token: str) -> List[str]:

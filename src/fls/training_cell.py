@@ -1,23 +1,27 @@
-"""The life of the training cells of one job, so that src/train.py holds only the algorithm.
+"""The life of a training cell, from its config check to its final state, so that
+src/train.py holds only the algorithm.
 
-    with TrainingRun.open(cfg, num_updates, batch_size) as runs:   # [] when every cell is done
+    with TrainingRun.open(cfg) as runs:                 # [] when every cell is done
         for run in runs:                                # cells that resume at the same update
             with run:
                 ... build envs (run.closing(envs)), agents (fls.seed_pack), optimizer ...
                 run.resume(agents, optimizer, device, **facts)  # from the checkpoints, if any
-                for update in run.updates():
+                for update in run.updates():            # run.schedule: its length and learning rate
                     ... rollout (run.cells[i].games.add(...)), PPO update ...
                     run.end_update(update, rows)        # one row per cell
 
 A job trains one cell, or under pack=seeds the cells of pack.seeds (fls.config.cell_configs).
 Each cell keeps everything a lone cell has: its directory, config, checkpoint, metrics.csv,
 W&B run, status, train.log. Cells that would resume at different updates cannot share one
-Adam schedule (fls.seed_pack), so they train in turn, one run per update they start from;
-a finished cell is skipped.
+Adam schedule (fls.seed_pack), so they train in turn, one run per update they start from.
 
 What it owns, per cell:
-- opening the cell: config check and record, skip when done, refuse a changed config
-  (fls.cell_lifecycle); with zoo=<entry>, a new cell starts from the entry (fls.zoo);
+- the check of a training config (check_train_config: the sweeper's preflight too);
+- opening the cell (open_training_cell): a finished cell is skipped with a message; an
+  unfinished one resumes from its checkpoint, provided it is asked to train the same thing
+  (fls.config.training_identity), anything else is refused rather than mixed; `overwrite=true`
+  is the only way to discard a cell's results; with zoo=<entry>, a new cell starts from the
+  entry (fls.zoo.further);
 - resume: model, optimizer, counters, the window of the last 100 games and the RNG states
   from the checkpoint; metric rows logged after it are dropped;
 - the cadence of checkpoints (every `checkpoint_every` updates, at the end, on a signal);
@@ -30,6 +34,8 @@ What it owns, per cell:
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections import deque
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -40,20 +46,124 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fls import checkpoint, zoo
-from fls.cell_lifecycle import job_info, now, open_training_cell
-from fls.config import cell_configs, check_train_config
-from fls.errors import CellsRefused, ConfigError
+from fls import checkpoint
+from fls.config import (cell_configs, check_cell_location, check_ppo, check_switches, pack_batching, pack_seeds,
+                        resolve_device, training_identity)
+from fls.durable import atomic_write_text, remove_temporaries
+from fls.envs import check_env_config
+from fls.errors import CellDamaged, CellsRefused, CellWriteError, CheckpointError, ConfigError, Refusal
+from fls.facts import as_float, as_int, changes, now, source_commit
 from fls.preemption import Preemption
-from fls.rundir import DONE, FAILED, INTERRUPTED, RUNNING, CellBusy, CellDamaged, CellDir, CellWriteError, cell_from_config
+from fls.rundir import DONE, FAILED, INTERRUPTED, RUNNING, CellDir, cell_from_config
+from fls.schedule import Schedule
 from fls.seed_pack import SeedPack, restore_generator
-from fls.train_log import TrainLog
+from fls.train_log import MetricsCSV, TrainLog
+from fls.zoo.further import check_continuation, continue_training
 
 log = logging.getLogger(__name__)
 
-# What stops a cell from starting (its directory's state, not its config): in a packed job,
-# that cell alone
-REFUSALS = (ConfigError, CellBusy, CellDamaged, CellWriteError, checkpoint.CheckpointError)
+
+# ---------------------------------------------------------------------------------------
+# The config, and opening the cell
+# ---------------------------------------------------------------------------------------
+
+
+def check_train_config(cfg: Any) -> None:
+    """Every reason a training cell could not start, as one ConfigError."""
+    check_switches(cfg)
+    if len(pack_seeds(cfg)) > 1 and cfg.get("zoo"):
+        raise ConfigError(f"zoo={cfg.zoo}: a zoo entry is one cell and trains further alone; use pack=none")
+    pack_batching(cfg)
+    steps = as_int("total_timesteps", cfg.total_timesteps)
+    if steps <= 0:
+        raise ConfigError(f"total_timesteps={cfg.total_timesteps}: must be a positive number of agent steps")
+    envs = as_int("num_envs", cfg.num_envs)
+    if envs <= 0:
+        raise ConfigError(f"num_envs={cfg.num_envs}: must be a positive integer")
+    check_ppo(cfg.ppo)
+    schedule = Schedule.of(cfg)  # check_ppo has checked num_steps
+    batch = schedule.batch_size
+    if batch % int(cfg.ppo.num_minibatches):
+        raise ConfigError(
+            f"ppo.num_minibatches={cfg.ppo.num_minibatches}: must divide num_envs x ppo.num_steps = {batch}"
+        )
+    if steps < batch:
+        raise ConfigError(
+            f"total_timesteps={cfg.total_timesteps}: less than one rollout "
+            f"(num_envs x ppo.num_steps = {batch}); use at least {batch}"
+        )
+    if as_int("checkpoint_every", cfg.checkpoint_every) <= 0:
+        raise ConfigError(f"checkpoint_every={cfg.checkpoint_every}: must be a positive number of updates")
+    if as_float("log_every_s", cfg.log_every_s) < 0:
+        raise ConfigError(f"log_every_s={cfg.log_every_s}: expected a number of seconds >= 0")
+    if as_int("torch_threads", cfg.torch_threads) < 0:
+        raise ConfigError(f"torch_threads={cfg.torch_threads}: expected 0 (torch's default) or a positive integer")
+    resolve_device(cfg.device)
+    check_env_config(cfg.env, cfg.game)
+    check_cell_location(cfg)
+    if cfg.get("zoo"):
+        if cfg.overwrite:
+            raise ConfigError(f"zoo={cfg.zoo} with overwrite=true: a cell trained further from an entry is not "
+                              "discarded this way; remove its directory, or use another run_root=")
+        check_continuation(cfg, cell_from_config(cfg), schedule)
+
+
+def job_info() -> dict[str, Any]:
+    """Where this process runs, for status.json and sweep-status."""
+    info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "commit": source_commit()}
+    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+        if var in os.environ:
+            info[var.lower()] = os.environ[var]
+    return info
+
+
+def open_training_cell(cfg: DictConfig, cell: CellDir) -> CellDir | None:
+    """The cell to train, or None when it is already done. Raises ConfigError. The caller
+    has checked the config (check_train_config) and holds the cell's training lock."""
+    if cfg.overwrite and cell.path.exists():
+        cell.discard()
+        log.warning("overwrite=true: discarded %s", cell.path)
+    removed = remove_temporaries(cell.path) if cell.path.is_dir() else 0
+    if removed:
+        log.info("%s: removed %d temporary file(s) of a write that never finished", cell.path, removed)
+    ident = training_identity(cfg)
+    if cell.config.exists():
+        recorded = training_identity(cell.recorded_config())
+        differ = [f"{key}: {a} -> {b}" for key, a, b in changes(recorded, ident)]
+        if differ:
+            raise ConfigError(
+                f"{cell.path} was started with a different config ({'; '.join(differ[:4])}); "
+                "use another study=, or overwrite=true to discard it"
+            )
+    elif cell.status_file.exists() or cell.has_checkpoint() or cell.metrics.exists():
+        raise ConfigError(
+            f"{cell.path} has training results but no config.yaml, so what they were trained with "
+            "cannot be checked; restore its config.yaml, or overwrite=true to discard the cell"
+        )
+    else:
+        cell.path.mkdir(parents=True, exist_ok=True)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config.pop("hydra", None)
+        atomic_write_text(cell.config, OmegaConf.to_yaml(config))
+    started_from = (cell.status().get("continued_from") or {}).get("entry")
+    if started_from and not cell.has_checkpoint():  # fls.zoo.further.continue_training stopped half-way
+        raise ConfigError(f"{cell.path} was being started from zoo entry {started_from} and has no checkpoint yet; "
+                          f"run the line again with zoo={started_from}")
+    if cell.is_done():
+        status = cell.status()
+        log.info(
+            "%s is done (%s agent steps, finished %s); skipping. overwrite=true retrains it.",
+            cell.cell.key, status.get("global_step"), status.get("finished_at"),
+        )
+        return None
+    MetricsCSV(cell.metrics).rows()  # a damaged file is named now, before envs and model are built
+    return cell
+
+
+# ---------------------------------------------------------------------------------------
+# The run of a job's cells
+# ---------------------------------------------------------------------------------------
+
 
 WINDOW = 100  # eprewmean: the mean score of the last 100 finished games (Baselines' epinfobuf)
 
@@ -109,7 +219,7 @@ class CellRun:
             if self.cell.has_checkpoint():
                 try:
                     self._state = checkpoint.load(self.cell.checkpoint, map_location=device)
-                except checkpoint.CheckpointError as e:
+                except CheckpointError as e:
                     self.cell.write_status(state=FAILED, failed_at=now(), error=str(e))
                     raise
         return self._state
@@ -123,10 +233,11 @@ class CellRun:
 class TrainingRun:
     """Cells trained together in one process, all at the same update (one cell unless packed)."""
 
-    def __init__(self, cells: list[CellRun], num_updates: int, batch_size: int, locks: ExitStack):
+    def __init__(self, cells: list[CellRun], schedule: Schedule, locks: ExitStack):
         self.cells = cells
         self.cfg = cells[0].cfg
-        self.num_updates, self.batch_size = num_updates, batch_size
+        self.schedule = schedule
+        self.num_updates = schedule.num_updates
         self.start_update = 0
         self._saved: dict[str, Any] = {}
         self._stack = ExitStack()
@@ -136,17 +247,18 @@ class TrainingRun:
 
     @classmethod
     @contextmanager
-    def open(cls, cfg: DictConfig, num_updates: int, batch_size: int) -> Iterator[list[TrainingRun]]:
+    def open(cls, cfg: DictConfig) -> Iterator[list[TrainingRun]]:
         """The runs of the cells `cfg` names that are not done yet, grouped by the update they
         resume at (first the furthest). A lone cell raises ConfigError (bad or changed
         config), CellBusy (another process trains it), CellDamaged or CheckpointError before
         anything is trained; a packed job trains the cells it can, then raises CellsRefused
         naming the others."""
         check_train_config(cfg)  # before anything is written, the lock files included
-        if num_updates * batch_size != int(cfg.total_timesteps):
+        schedule = Schedule.of(cfg)
+        if schedule.agent_steps != int(cfg.total_timesteps):
             log.warning("total_timesteps=%s is not a multiple of the rollout (num_envs x ppo.num_steps = %d): "
-                        "training %d updates = %d agent steps", cfg.total_timesteps, batch_size, num_updates,
-                        num_updates * batch_size)
+                        "training %d updates = %d agent steps", cfg.total_timesteps, schedule.batch_size,
+                        schedule.num_updates, schedule.agent_steps)
         runs: list[TrainingRun] = []
         configs = cell_configs(cfg)
         refused: dict[str, Exception] = {}
@@ -159,13 +271,13 @@ class TrainingRun:
                 try:
                     lock.enter_context(cell.lock("train"))
                     if one.get("zoo"):  # train a zoo entry further: the cell starts at its update
-                        zoo.continue_training(one, cell, batch_size)
+                        continue_training(one, cell, schedule)
                     if open_training_cell(one, cell) is None:
                         lock.close()  # done: nothing to hold
                         continue
                     cell_run = CellRun(one, cell)
                     state = cell_run.saved_state()
-                except REFUSALS as e:
+                except Refusal as e:  # its directory's state: in a packed job, that cell alone
                     if len(configs) == 1:
                         raise
                     # one refused cell of a packed job does not stop its partners
@@ -180,7 +292,7 @@ class TrainingRun:
                 locks = ExitStack()
                 for _, lock in group:
                     locks.push(lock.pop_all())
-                runs.append(cls([c for c, _ in group], num_updates, batch_size, locks))
+                runs.append(cls([c for c, _ in group], schedule, locks))
         try:
             yield runs
         finally:
@@ -259,7 +371,7 @@ class TrainingRun:
         every checkpoint, so a trained cell can be opened without its config."""
         self._saved = {"agents": agents, "optimizer": optimizer, "facts": facts}
         states = [c.saved_state(device) for c in self.cells]
-        # a checkpoint of weights alone: a cell started from a zoo entry (fls.zoo.continue_training)
+        # a checkpoint of weights alone: a cell started from a zoo entry (fls.zoo.further)
         weights_only = [state is not None and "optimizer" not in state for state in states]
         assert len(set(weights_only)) == 1, "open() groups cells by (update, weights only)"
         if states[0] is not None:
@@ -289,7 +401,7 @@ class TrainingRun:
             status = c.cell.status()
             c.log = TrainLog(c.cfg, c.cell, OmegaConf.to_container(c.cfg, resolve=True),
                              start_update=c.start_update, start_step=c.global_step,
-                             total_steps=self.num_updates * self.batch_size, wandb_id=status.get("wandb_run_id"),
+                             total_steps=self.schedule.agent_steps, wandb_id=status.get("wandb_run_id"),
                              position=i)
             c.cell.write_status(
                 # env i of a (re)start plays on env_seed + i; evaluation keeps clear of these

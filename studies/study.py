@@ -1,6 +1,6 @@
 """A whole study as one command: `make study EXPERIMENT=<name>` (`make paper` = EXPERIMENT=paper).
 
-    python -m launchers.study --experiment paper [--launcher slurm] [--wait] [--run-root runs] [-- overrides ...]
+    python -m studies.study --experiment paper [--launcher slurm] [--wait] [--run-root runs] [-- overrides ...]
 
 Runs the stages of conf/experiment/<name>.yaml, each a sweep of the study's grid through
 the launcher, and each only for the cells that still need it:
@@ -13,12 +13,12 @@ the launcher, and each only for the cells that still need it:
                                                                       (plan.saliency; Table 4; needs ATARI_HEAD_ROOT)
   analysis           python -m analysis all --study <study>
 
-Before the first stage, every stage's inputs are checked (launchers/preflight.py): each
+Before the first stage, every stage's inputs are checked (studies/preflight.py): each
 stage's config for the study's games, ATARI_HEAD_ROOT when the plan scores saliency, and a
 study too big for this machine without LAUNCHER=local said. A refusal is one line, exit 2.
 
 On the SLURM launchers (launcher=slurm, slurm_local, a copy for your cluster) the study is
-submitted as one chain of jobs that carries itself (launchers/chain.py): every stage at
+submitted as one chain of jobs that carries itself (studies/chain.py): every stage at
 once, each task after the training of its own cells, then the analysis; this command
 returns in seconds and `make sweep-status` follows the jobs. With --wait, and always on the
 local launchers, the stages run one after the other here: a stage waits for its cells (on
@@ -43,11 +43,15 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from fls.config import CONF_DIR, group_options
-from fls.rundir import REPO, Cell, CellDamaged, CellDir, RunLayout
-from hydra_plugins.fls_sweeper._grid import SweepError, cell_overrides, cells_of
-from launchers import chain
-from launchers.preflight import INFINITE, StudyRefused, check_size, check_stages, stage_games
+from fls.cli import command
+from fls.errors import AtariHeadError, ConfigError
+from fls.facts import CONF_DIR, REPO, TRAIN_APP, group_options, script
+from fls.grid import cell_overrides, cells_of
+from fls.rundir import Cell, RunLayout
+from fls.saliency.atari_head import AtariHead
+from studies import chain
+from studies.preflight import check_size, check_stages
+from studies.stages import APP, EVALUATE, INFINITE, ORDER, SALIENCY, TRAIN, played_by, stage_done, stage_games
 
 
 @dataclass
@@ -69,13 +73,13 @@ def load_study(experiment: str, run_root: str, overrides: list[str], launcher: s
     `before_cells(cfg, n)` sees the composed config and the grid's size before the cells are
     composed (seconds for the paper's 450)."""
     if experiment not in group_options("experiment"):
-        raise SystemExit(f"error: EXPERIMENT={experiment}: expected one of {', '.join(group_options('experiment'))} "
-                         "(conf/experiment/)")
+        raise ConfigError(f"EXPERIMENT={experiment}: expected one of {', '.join(group_options('experiment'))} "
+                          "(conf/experiment/)")
     base = [f"experiment={experiment}", f"run_root={run_root}", *overrides]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="study"):
-            cfg = compose("train", overrides=[o for o in base if "," not in o] + [f"launcher={launcher}"],
+            cfg = compose(TRAIN_APP, overrides=[o for o in base if "," not in o] + [f"launcher={launcher}"],
                           return_hydra_config=True)
             params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.params or {}).items()]
             range_keys = list(cfg.hydra.sweeper.get("range_keys") or ["seed"])
@@ -83,23 +87,12 @@ def load_study(experiment: str, run_root: str, overrides: list[str], launcher: s
             grid = cell_overrides(params + base, range_keys, loader)
             if before_cells is not None:
                 before_cells(cfg, len(grid))
-            cells = cells_of(grid, lambda o: compose("train", overrides=list(o)))
-    except SweepError as e:
-        raise SystemExit(f"error: {e}") from None
+            cells = cells_of(grid, lambda o: compose(TRAIN_APP, overrides=list(o)))
     finally:
         GlobalHydra.instance().clear()
     return Study(experiment, str(cfg.study), Path(cfg.run_root), cfg.plan, [c for c in cells if c is not None],
                  list(overrides), int(cfg.total_timesteps), chain.launcher_params(cfg),
                  OmegaConf.to_container(cfg.logger, resolve=True))
-
-
-def evaluated(cell: CellDir, game: str) -> bool:
-    """Whether the cell holds a whole evaluation on `game` (a damaged one is still to do:
-    its evaluation then says what is wrong in one line)."""
-    try:
-        return cell.eval_result(game) is not None
-    except CellDamaged:
-        return False
 
 
 def missing(study: Study, stage: str) -> list[Cell]:
@@ -108,30 +101,18 @@ def missing(study: Study, stage: str) -> list[Cell]:
     out = []
     for cell in study.cells:
         d = layout.cell(cell.study, cell.game, cell.model, cell.seed)
-        if stage == "train":
-            todo = not d.is_done()
-        elif not stage_games(stage, {cell.game}):
-            todo = False
-        elif stage in ("evaluate", INFINITE):
-            todo = not evaluated(d, cell.game if stage == "evaluate" else INFINITE)
-        elif stage == "saliency":
-            todo = not d.saliency_trials.exists()
-        else:
-            raise ValueError(stage)
-        if todo:
+        if stage_games(stage, {cell.game}) and not stage_done(d, stage):
             out.append(cell)
     return out
 
 
 def saliency_games(todo: list[Cell], root: str, say) -> list[str]:
     """The games of the saliency stage: those with cells to score and trials on disk."""
-    from fls.saliency.atari_head import AtariHead, AtariHeadError
-
     wanted = sorted({c.game for c in todo})
     try:
         dataset = AtariHead(root)
     except AtariHeadError as e:
-        raise SystemExit(f"error: ATARI_HEAD_ROOT={root}: {e}") from None
+        raise ConfigError(f"ATARI_HEAD_ROOT={root}: {e}") from None
     present = [g for g in wanted if dataset.trials(g)]
     for game in sorted(set(wanted) - set(present)):
         say(f"saliency: no {game} trial in {root}; its cells are not scored")
@@ -139,32 +120,26 @@ def saliency_games(todo: list[Cell], root: str, say) -> list[str]:
 
 
 def stage_command(study: Study, stage: str, launcher: str, python: str, games: list[str] | None = None) -> list[str]:
-    common = [f"experiment={study.experiment}", f"launcher={launcher}", f"run_root={study.run_root}", *study.overrides]
-    if stage == "train":
-        return [python, str(REPO / "src" / "train.py"), "-m", *common]
-    if stage == "evaluate":
-        return [python, str(REPO / "src" / "evaluate.py"), "-m", *common]
+    """The command line of a stage's sweep: its app's entry script over the study's grid."""
+    line = [python, str(script(APP[stage])), "-m", f"experiment={study.experiment}", f"launcher={launcher}",
+            f"run_root={study.run_root}", *study.overrides]
     if stage == INFINITE:
-        return [python, str(REPO / "src" / "evaluate.py"), "-m", *common, "game=breakout", f"eval.game={INFINITE}"]
-    if stage == "saliency":
-        return [python, str(REPO / "src" / "saliency.py"), "-m", *common, f"game={','.join(games)}"]
-    raise ValueError(stage)
+        return [*line, f"game={played_by(INFINITE)}", f"eval.game={INFINITE}"]
+    if stage == SALIENCY:
+        return [*line, f"game={','.join(games or [])}"]
+    return line
 
 
 def stages(study: Study) -> list[str]:
+    """The stages of the study's plan, in the order they run."""
     plan = study.plan
-    out = ["train"]
-    if plan.evaluate:
-        out.append("evaluate")
-    if plan.breakout_infinite:
-        out.append(INFINITE)
-    if plan.saliency:
-        out.append("saliency")
-    return out
+    wanted = {TRAIN: True, EVALUATE: plan.evaluate, INFINITE: plan.breakout_infinite, SALIENCY: plan.saliency}
+    return [stage for stage in ORDER if wanted[stage]]
 
 
+@command
 def run(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launchers.study", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m studies.study", description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", required=True, help="a file of conf/experiment/ (its name)")
     p.add_argument("--launcher", default=None,
                    help="a profile of conf/launcher/ (default: local, for a study small enough for this machine)")
@@ -175,36 +150,25 @@ def run(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     launcher = args.launcher or "local"
     if launcher not in group_options("launcher"):
-        print(f"error: LAUNCHER={launcher}: expected one of {', '.join(group_options('launcher'))}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"LAUNCHER={launcher}: expected one of {', '.join(group_options('launcher'))}")
+
     def size(cfg: Any, cells: int) -> None:
         done = sum(1 for d in RunLayout(cfg.run_root).cells(str(cfg.study)) if d.is_done())
         check_size(args.experiment, args.launcher, max(0, cells - done), int(cfg.total_timesteps))
 
-    try:
-        study = load_study(args.experiment, args.run_root, args.overrides, launcher, before_cells=size)
-    except SystemExit as e:
-        print(e, file=sys.stderr)
-        return 2
-    except StudyRefused as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    study = load_study(args.experiment, args.run_root, args.overrides, launcher, before_cells=size)
     python = sys.executable
     say = lambda text: print(f"[study {study.name}] {text}", flush=True)  # noqa: E731
     plan = stages(study)
     say(f"{len(study.cells)} cells; stages: {', '.join(plan)}, analysis")
     games: list[str] | None = None
-    try:
-        check_stages(study, plan)
-        if "saliency" in plan and missing(study, "saliency"):
-            games = saliency_games(missing(study, "saliency"), os.environ["ATARI_HEAD_ROOT"], say)
-    except (StudyRefused, SystemExit) as e:
-        print(f"error: {e}" if isinstance(e, StudyRefused) else e, file=sys.stderr)
-        return 2
+    check_stages(study, plan)
+    if SALIENCY in plan and missing(study, SALIENCY):
+        games = saliency_games(missing(study, SALIENCY), os.environ["ATARI_HEAD_ROOT"], say)
 
     def todo(stage: str) -> list[Cell]:
         cells = missing(study, stage)
-        return [c for c in cells if c.game in (games or [])] if stage == "saliency" else cells
+        return [c for c in cells if c.game in (games or [])] if stage == SALIENCY else cells
 
     if chain.is_slurm(study.launcher or {}) and not args.wait:
         return chain.submit(study, study.launcher or {}, study.logger or {}, plan, todo,
@@ -216,9 +180,9 @@ def run(argv: list[str] | None = None) -> int:
         if not cells:
             say(f"{stage}: every cell done; nothing to do")
             continue
-        command = stage_command(study, stage, launcher, python, games)
-        say(f"{stage}: {len(cells)} cell(s) to do: {shlex.join(command)}")
-        res = subprocess.run(command, cwd=REPO)
+        line = stage_command(study, stage, launcher, python, games)
+        say(f"{stage}: {len(cells)} cell(s) to do: {shlex.join(line)}")
+        res = subprocess.run(line, cwd=REPO)
         ran = True
         if res.returncode != 0:
             say(f"{stage}: failed (exit {res.returncode}); `make sweep-status STUDY={study.name} "
