@@ -145,10 +145,30 @@ def test_frame_limit_truncates_games(trained, tmp_path):
     assert json.loads(c.eval_summary().read_text())["truncated"] == int(games.truncated.sum())
 
 
-def test_unfinished_or_missing_cells_are_skipped(trained):
+def test_a_cell_with_nothing_to_evaluate_fails_naming_its_path(trained):
     res = cli("src/evaluate.py", trained, "model=daqn")
-    assert res.returncode == 0 and "no checkpoint" in res.stderr
-    assert not cell(trained, "daqn").path.exists()  # nothing left behind
+    missing = cell(trained, "daqn").path
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [f"error: {missing}: no checkpoint, nothing to use (not trained yet)"]
+    assert not missing.exists()  # nothing left behind
+    # a misspelt study names the studies that have cells
+    res = cli("src/evaluate.py", trained, "study=smok")
+    assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].endswith(
+        f"no checkpoint, nothing to use (study=smok has no trained cells under {trained}; studies there: smoke)")
+    assert not (trained / "smok" / "breakout").exists()
+
+
+def test_a_sweep_counts_the_cells_it_skipped_and_says_why(trained):
+    res = subprocess.run([PYTHON, "src/evaluate.py", "-m", "experiment=smoke", f"run_root={trained}",
+                          "model=nature_cnn,daqn,dense_fls", "eval.games=2", "eval.num_envs=2"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout + res.stderr
+    assert "2 of 3 cells skipped, with nothing to use:" in out
+    for model in ("daqn", "dense_fls"):
+        assert f"  {cell(trained, model).path}: no checkpoint, nothing to use (not trained yet)" in out
+        assert not cell(trained, model).path.exists()
+    assert cell(trained).eval_result() is not None  # the trained one was evaluated
 
 
 def test_video_and_contact_sheet(trained):

@@ -116,11 +116,9 @@ def map_scales(maps: list[np.ndarray | None], how: str) -> list[float]:
     return [max(peaks, default=0.0) or 1.0] * len(maps)
 
 
-def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
+def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any]:
     game = eval_game(cfg)
     trained = open_trained_cell(cfg, cell)
-    if trained is None:
-        return None
     model = trained.model
     video = cfg.eval.video
     method = str(video.map)

@@ -428,12 +428,11 @@ def select_trials(dataset: AtariHead, game: str, wanted: Any, highscore_trials: 
     return infos
 
 
-def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
-    """Score one trained cell on Atari-HEAD; returns its trials.csv rows (None when skipped)."""
+def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame:
+    """Score one trained cell on Atari-HEAD; returns its trials.csv rows (NotTrained: nothing
+    to score)."""
     check_saliency_config(cfg)
     trained = open_trained_cell(cfg, cell)
-    if trained is None:
-        return None
     with cell.lock("saliency"):
         for folder in [cell.saliency_dir, *cell.saliency_frames_dir().glob("*")]:
             if folder.is_dir():  # what writers killed mid-write left (the lock keeps out live ones)
