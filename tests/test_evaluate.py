@@ -15,6 +15,7 @@ from PIL import Image
 from fls.envs import AtariVec, Step
 from fls.evaluation import GAME_COLUMNS, play_games, shares
 from fls.rundir import RunLayout
+from fls.video import HEADER
 
 from conftest import PYTHON, REPO
 
@@ -187,8 +188,15 @@ def test_video_and_contact_sheet(trained):
     # The saliency overlay colours the grey observation panel.
     right = frames[:, :, 320:].astype(int)
     assert (np.abs(right[..., 0] - right[..., 2]) > 30).mean() > 0.01
-    sheet = Image.open(c.video_dir() / "contact_sheet.png")
-    assert sheet.size == (4 * 740, 2 * 420)
+    sheet = np.asarray(Image.open(c.video_dir() / "contact_sheet.png").convert("RGB")).astype(int)
+    assert sheet.shape == (HEADER + 2 * 420, 4 * 740, 3)
+    # its header's colour bar runs from jet's dark blue (0) to its dark red (1)
+    bar = sheet[28, 18:18 + 256]
+    assert bar[0, 2] > 100 and bar[0, 0] < 20 and bar[-1, 0] > 100 and bar[-1, 2] < 20
+    # each frame's halves are labelled (white text over the screen and over the input)
+    for x0 in (0, 320):
+        label = sheet[HEADER + 4:HEADER + 14, x0 + 6:x0 + 80]
+        assert (label.min(axis=-1) > 200).any()
 
 
 def test_post_hoc_maps_are_drawn_each_over_its_own_peak_and_a_bad_scale_is_refused(trained):
