@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from fls.cli import check_overrides
 from fls.training_cell import check_train_config
@@ -320,3 +321,24 @@ def test_a_sweep_whose_every_cell_is_refused_names_the_reasons_not_a_log(finishe
     assert out.strip().splitlines()[-1] == \
         "error: 1 of 1 cells failed (the others finished); each one's reason is listed above"
     assert results(cell) == before
+
+
+def test_every_app_computes_on_the_threads_it_is_given(tmp_path):
+    import torch
+
+    from fls.config import use_device
+
+    before = torch.get_num_threads()
+    try:
+        cfg = OmegaConf.create({"device": "cpu", "torch_threads": 1})
+        assert use_device(cfg) == torch.device("cpu") and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        use_device(OmegaConf.create({"device": "cpu", "torch_threads": 0}))  # 0: torch's own count stays
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for script in ("src/evaluate.py", "src/saliency.py"):
+        res = subprocess.run([PYTHON, script, f"run_root={tmp_path}", "torch_threads=-1"], cwd=REPO,
+                             capture_output=True, text=True)
+        assert res.returncode == 2 and "torch_threads=-1" in one_error_line(res), (script, res.stderr)
+    assert not any(tmp_path.iterdir())

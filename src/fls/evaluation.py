@@ -37,7 +37,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.config import check_switches, pack_batching, pack_seeds, resolve_device
+from fls.config import check_switches, check_threads, pack_batching, pack_seeds, resolve_device
 from fls.durable import remove_partial_copies
 from fls.envs import AtariVec, check_env_config, make_vec_env, resolve_backend
 from fls.errors import CellDamaged, CellsRefused, ConfigError, NotTrained, Refusal, Skipped
@@ -90,6 +90,7 @@ def check_eval_config(cfg: DictConfig) -> None:
     seeds = pack_seeds(cfg)
     pack_batching(cfg)
     resolve_device(cfg.device)
+    check_threads(cfg.torch_threads)
     for key in ("games", "num_envs", "seed_offset"):
         if as_int(f"eval.{key}", cfg.eval[key]) <= 0:
             raise ConfigError(f"eval.{key}={cfg.eval[key]}: must be a positive integer")

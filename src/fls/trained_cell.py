@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from fls import checkpoint
-from fls.config import resolve_device
+from fls.config import use_device
 from fls.models import ActorCritic, build_model
 from fls.errors import NotTrained
 from fls.rundir import CellDir, RunLayout
@@ -46,7 +46,7 @@ def open_trained_cell(cfg: DictConfig, cell: CellDir) -> TrainedCell:
     if not cell.is_done() and not cfg.eval.allow_unfinished:
         raise NotTrained(f"{cell.path}: training has not finished (state {cell.state}); "
                          "eval.allow_unfinished=true uses its latest checkpoint")
-    return load_model(cell, resolve_device(cfg.device))
+    return load_model(cell, use_device(cfg))
 
 
 def _why_missing(cell: CellDir) -> str:

@@ -48,7 +48,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fls import checkpoint
 from fls.config import (cell_configs, check_cell_location, check_ppo, check_switches, pack_batching, pack_seeds,
-                        resolve_device, training_identity)
+                        check_threads, resolve_device, training_identity)
 from fls.durable import atomic_write_text, remove_temporaries
 from fls.envs import check_env_config
 from fls.errors import CellDamaged, CellsRefused, CellWriteError, CheckpointError, ConfigError, Refusal
@@ -96,8 +96,7 @@ def check_train_config(cfg: Any) -> None:
         raise ConfigError(f"checkpoint_every={cfg.checkpoint_every}: must be a positive number of updates")
     if as_float("log_every_s", cfg.log_every_s) < 0:
         raise ConfigError(f"log_every_s={cfg.log_every_s}: expected a number of seconds >= 0")
-    if as_int("torch_threads", cfg.torch_threads) < 0:
-        raise ConfigError(f"torch_threads={cfg.torch_threads}: expected 0 (torch's default) or a positive integer")
+    check_threads(cfg.torch_threads)
     resolve_device(cfg.device)
     check_env_config(cfg.env, cfg.game)
     check_cell_location(cfg)

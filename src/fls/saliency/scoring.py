@@ -36,7 +36,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.config import check_switches, pack_seeds, resolve_device
+from fls.config import check_switches, check_threads, pack_seeds, resolve_device
 from fls.durable import atomic_write_bytes, atomic_write_text, remove_temporaries
 from fls.errors import AtariHeadError, ConfigError
 from fls.facts import as_int, changes
@@ -100,6 +100,7 @@ def check_saliency_config(cfg: DictConfig) -> None:
     check_switches(cfg)
     pack_seeds(cfg)
     resolve_device(cfg.device)
+    check_threads(cfg.torch_threads)
     atari_head_game(cfg.game.name)
     ah = cfg.saliency
     _names("saliency.resolutions", ah.resolutions, list(RESOLUTIONS))
