@@ -15,8 +15,9 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from fls.cli import app, check_command_line
+from fls.cli import app, check_command_line, partner
 from fls.config import cell_configs
+from fls.errors import Skipped
 from fls.rundir import cell_from_config
 from fls.saliency.scoring import check_saliency_config, score_cell
 from fls.zoo.entry import select
@@ -33,10 +34,12 @@ def main(cfg: DictConfig):
     cfgs = cell_configs(cfg)
     for one in cfgs:
         cell = select(one) or cell_from_config(one)
-        trials = score_cell(one, cell)
-        if trials is None:  # nothing to score: leave no empty directory behind
+        trials = partner(lambda: score_cell(one, cell), len(cfgs))
+        if isinstance(trials, Skipped):  # nothing to score: leave no empty directory behind
             cell.remove_if_empty()
-        results[cell.cell.key] = None if trials is None else trials.to_dict("records")
+            results[cell.cell.key] = trials
+        else:
+            results[cell.cell.key] = trials.to_dict("records")
     return next(iter(results.values())) if len(cfgs) == 1 else results
 
 

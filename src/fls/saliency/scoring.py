@@ -36,7 +36,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.config import check_switches, pack_seeds, resolve_device
+from fls.config import check_switches, check_threads, pack_seeds, resolve_device
 from fls.durable import atomic_write_bytes, atomic_write_text, remove_temporaries
 from fls.errors import AtariHeadError, ConfigError
 from fls.facts import as_int, changes
@@ -101,6 +101,7 @@ def check_saliency_config(cfg: DictConfig) -> None:
     check_switches(cfg)
     pack_seeds(cfg)
     resolve_device(cfg.device)
+    check_threads(cfg.torch_threads)
     atari_head_game(cfg.game.name)
     ah = cfg.saliency
     _names("saliency.resolutions", ah.resolutions, list(RESOLUTIONS))
@@ -437,12 +438,11 @@ def select_trials(dataset: AtariHead, game: str, wanted: Any, highscore_trials: 
     return infos
 
 
-def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
-    """Score one trained cell on Atari-HEAD; returns its trials.csv rows (None when skipped)."""
+def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame:
+    """Score one trained cell on Atari-HEAD; returns its trials.csv rows (NotTrained: nothing
+    to score)."""
     check_saliency_config(cfg)
     trained = open_trained_cell(cfg, cell)
-    if trained is None:
-        return None
     with cell.lock("saliency"):
         for folder in [cell.saliency_dir, *cell.saliency_frames_dir().glob("*")]:
             if folder.is_dir():  # what writers killed mid-write left (the lock keeps out live ones)
