@@ -34,7 +34,7 @@ from fls.evaluation import eval_game, eval_seed
 from fls.rundir import CellDir
 from fls.saliency import posthoc
 from fls.saliency.ball import map_at_ball
-from fls.saliency.overlay import overlay, overlay_on_screen
+from fls.saliency.overlay import HEAT, overlay, overlay_on_screen
 from fls.trained_cell import TrainedCell, open_trained_cell
 
 log = logging.getLogger(__name__)
