@@ -15,7 +15,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo study paper saliency-demo test test-slow test-all test-slurm slurm-up slurm-down sweep-status \
+.PHONY: help setup demo study paper saliency-demo posthoc-demo readme-numbers test test-slow test-all test-slurm slurm-up slurm-down sweep-status \
         table2 table3 table4 table5 stats poi fig3 fig4 fig5 fig6 fig7 scatter analysis bench bench-models bench-learning clean-venv
 
 help: ## list the targets
@@ -32,9 +32,12 @@ $(SETUP): pyproject.toml requirements.lock
 setup: $(SETUP) ## create .venv with the pinned dependencies (idempotent)
 
 EXPERIMENT ?= demo
-LAUNCHER ?= local
-study: $(SETUP) ## a whole study of conf/experiment/, stage after stage, resumably (EXPERIMENT=demo LAUNCHER=local|submitit_local|slurm)
-	$(PY) -m studies.study --experiment "$(EXPERIMENT)" --launcher "$(LAUNCHER)" --run-root "$(RUN_ROOT)" $(if $(strip $(DEMO_ARGS)),-- $(DEMO_ARGS))
+# where the cells run (conf/launcher/); unset: local, for a study small enough for this machine
+LAUNCHER ?=
+# WAIT=1: on SLURM too, run the stages one after the other here instead of submitting the chain
+WAIT ?=
+study: $(SETUP) ## a whole study of conf/experiment/ (EXPERIMENT=demo LAUNCHER=local|submitit_local|slurm; on SLURM: submitted as one job chain, WAIT=1 waits)
+	$(PY) -m studies.study --experiment "$(EXPERIMENT)" $(if $(LAUNCHER),--launcher "$(LAUNCHER)") $(if $(WAIT),--wait) --run-root "$(RUN_ROOT)" $(if $(strip $(DEMO_ARGS)),-- $(DEMO_ARGS))
 
 paper: ## the paper's whole study: training, Tables 3-5 (Table 4 needs ATARI_HEAD_ROOT), every figure (LAUNCHER=slurm)
 	$(MAKE) study EXPERIMENT=paper
@@ -56,6 +59,28 @@ saliency-demo: $(SETUP) ## Table 4 on the Atari-HEAD sample: train a small Ms. P
 	$(PY) src/saliency.py experiment=demo study=saliency_demo game=mspacman model=sparse_fls seed=1 "run_root=$(RUN_ROOT)" \
 	    'saliency.resolutions=[210x160,84x84]' 'saliency.frame_alignments=[spec,paper]' $(DEMO_ARGS)
 	$(PY) -m analysis table4 --study saliency_demo --run-root "$(RUN_ROOT)"
+
+POSTHOC_MAPS ?= [model,jacobian,integrated_gradients,gradcam,greydanus,greydanus_value]
+posthoc-demo: saliency-demo ## Table 4 with post-hoc maps: a Nature CNN cell beside saliency-demo's, every map of both scored on the sample
+	$(PY) src/train.py experiment=demo study=saliency_demo game=mspacman model=nature_cnn seed=1 "run_root=$(RUN_ROOT)" $(DEMO_ARGS)
+	$(PY) src/saliency.py -m experiment=demo study=saliency_demo game=mspacman model=nature_cnn,sparse_fls seed=1 "run_root=$(RUN_ROOT)" \
+	    'saliency.maps=$(POSTHOC_MAPS)' 'saliency.resolutions=[210x160,84x84]' 'saliency.frame_alignments=[spec,paper]' $(DEMO_ARGS)
+	$(PY) -m analysis table4 --study saliency_demo --run-root "$(RUN_ROOT)"
+
+# The numbers the README shows are these commands' output, kept in docs/demo/ (tests/test_readme.py
+# holds the README to them; its slow twin reruns this and compares)
+README_RUNS ?= runs/readme
+README_NUMBERS ?= docs/demo
+readme-numbers: $(SETUP) ## rerun the commands whose numbers the README shows (demo, saliency-demo, posthoc-demo) into README_RUNS and keep their tables in docs/demo/
+	@test ! -e "$(README_RUNS)" || { echo "error: README_RUNS=$(README_RUNS) exists; remove it or name another folder (the numbers come from fresh runs)" >&2; exit 2; }
+	mkdir -p "$(README_NUMBERS)"
+	$(MAKE) study EXPERIMENT=demo RUN_ROOT="$(README_RUNS)"
+	cp "$(README_RUNS)/demo/analysis/table3.md" "$(README_NUMBERS)/demo_table3.md"
+	cp "$(README_RUNS)/demo/analysis/poi.md" "$(README_NUMBERS)/demo_poi.md"
+	$(MAKE) saliency-demo RUN_ROOT="$(README_RUNS)"
+	cp "$(README_RUNS)/saliency_demo/analysis/table4.md" "$(README_NUMBERS)/saliency_demo_table4.md"
+	$(MAKE) posthoc-demo RUN_ROOT="$(README_RUNS)"
+	cp "$(README_RUNS)/saliency_demo/analysis/table4.md" "$(README_NUMBERS)/posthoc_demo_table4.md"
 
 test: $(SETUP) ## the default test suite (what CI runs), one worker per core
 	$(PY) -m pytest -n auto $(PYTEST_ARGS)
@@ -109,7 +134,7 @@ test-slurm: $(SETUP) slurm-up ## the SLURM tests (pytest -m slurm) on the local 
 	SLURM_CONF=$(CURDIR)/.slurm/etc/slurm.conf $(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 STATUS_ARGS ?=
-sweep-status: $(SETUP) ## every cell of STUDY: done/running/queued/failed/resumable/not started (STATUS_ARGS=--resubmit-failed)
+sweep-status: $(SETUP) ## every cell and stage of STUDY: done/running/queued/waiting/failed, the ETA (STATUS_ARGS=--resubmit-failed, --cancel)
 	$(PY) -m studies.status --study "$(STUDY)" --run-root "$(RUN_ROOT)" $(STATUS_ARGS)
 
 clean-venv: ## remove .venv (runs/ is never touched)

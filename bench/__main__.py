@@ -15,6 +15,8 @@ P6   `python -m analysis all` (tables, interval estimates, figures) on a 75-cell
      synthetic study (bench/bench_analysis.py), seconds / the same with 100 bootstrap resamples
 P7   frames/s of each saliency check (randomization, deletion, insertion) per map, as
      a ratio to the model's forward pass on the same frames (bench/bench_checks.py, issue 33)
+P8   trainer SPS with torch_threads=1 / torch's default (one thread per core), alone and beside
+     2 x cores busy processes (bench/bench_threads.py: the default of conf/train.yaml)
      scaling: trainer and env-only SPS at 8, 16, 32, 64 envs
 
 The machine is noisy: only ratios within one run mean anything. Targets (issue 10) are for
@@ -33,7 +35,8 @@ from pathlib import Path
 
 import torch
 
-from bench import bench_analysis, bench_checks, bench_metrics, bench_models, bench_pack, bench_saliency, throughput
+from bench import (bench_analysis, bench_checks, bench_metrics, bench_models, bench_pack, bench_saliency, bench_threads,
+                   throughput)
 
 OUT = Path(__file__).resolve().parent / "results" / "bench.json"
 
@@ -143,6 +146,7 @@ def markdown(result: dict) -> str:
                      f"{p['all_seconds']:.1f} | the same, 100 bootstrap resamples: {p['reference_seconds']:.1f} s | "
                      f"{p['ratio']:.2f} | < {p['target_seconds']:.0f} s (2 CPU cores) |")
     lines += bench_checks.markdown(result.get("p7", []))
+    lines += bench_threads.markdown(result.get("p8", {}))
     for r in result.get("scaling", []):
         lines.append(f"| scaling: trainer SPS, {r['num_envs']} envs (native, eager) | {fmt(r['trainer_sps'])} | "
                      f"env-only {fmt(r['env_sps'])} | {r['ratio']:.3f} | |")
@@ -152,13 +156,13 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps and sizes (a minute or two)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: p1, p2, p3, p4, p5, p6, p7, scaling")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: p1, p2, p3, p4, p5, p6, p7, p8, scaling")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    unknown = skip - {"p1", "p2", "p3", "p4", "p5", "p6", "p7", "scaling"}
+    unknown = skip - {"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "scaling"}
     if unknown:
-        parser.error(f"--skip {','.join(sorted(unknown))}: expected p1, p2, p3, p4, p5, p6, p7, scaling")
+        parser.error(f"--skip {','.join(sorted(unknown))}: expected p1, p2, p3, p4, p5, p6, p7, p8, scaling")
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     result: dict = {"meta": {"device": device, "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick,
@@ -188,6 +192,8 @@ def main() -> None:
         # sparse_fls has every map kind, its own included
         result["p7"] = bench_checks.run(["sparse_fls"], 2 if args.quick else 4, 16, 1 if args.quick else 2,
                                             "cuda" if torch.cuda.is_available() else "cpu")
+    if "p8" not in skip:
+        result["p8"] = bench_threads.run(2 if args.quick else 3)
     if "scaling" not in skip:
         result["scaling"] = measure_scaling(args.quick)
     result["meta"]["seconds"] = time.perf_counter() - start

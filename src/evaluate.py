@@ -16,8 +16,9 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from fls.cli import app, check_command_line
+from fls.cli import app, check_command_line, partner
 from fls.config import cell_configs
+from fls.errors import Skipped
 from fls.evaluation import check_eval_config, evaluate_cells
 from fls.rundir import cell_from_config
 from fls.video import record_cell_video
@@ -33,11 +34,11 @@ def evaluate(cfg: DictConfig):
     cfgs = cell_configs(cfg)
     cells = [select(one) or cell_from_config(one) for one in cfgs]
     if cfg.video:
-        results = [record_cell_video(one, cell) for one, cell in zip(cfgs, cells)]
+        results = [partner(lambda: record_cell_video(one, cell), len(cells)) for one, cell in zip(cfgs, cells)]
     else:
         results = evaluate_cells(cfgs, cells)
     for cell, result in zip(cells, results):
-        if result is None:  # nothing to evaluate: leave no empty directory behind
+        if isinstance(result, Skipped):  # nothing to evaluate: leave no empty directory behind
             cell.remove_if_empty()
     return results[0] if len(cells) == 1 else {cell.cell.key: r for cell, r in zip(cells, results)}
 

@@ -19,8 +19,9 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from fls.cli import app, check_command_line
+from fls.cli import app, check_command_line, partner
 from fls.config import cell_configs
+from fls.errors import Skipped
 from fls.rundir import cell_from_config
 from fls.saliency.checks import asked, check_config, run_checks, scores_gaze
 from fls.saliency.scoring import score_cell
@@ -38,13 +39,17 @@ def main(cfg: DictConfig):
     cfgs = cell_configs(cfg)
     for one in cfgs:
         cell = select(one) or cell_from_config(one)
-        trials = score_cell(one, cell) if scores_gaze(one) else None
-        checked = run_checks(one, cell) if asked(one) else None
-        if trials is None and checked is None:  # nothing to score: leave no empty directory behind
+        def work(one: DictConfig = one, cell=cell):  # noqa: ANN202 (bound now: partner calls it at once)
+            trials = score_cell(one, cell) if scores_gaze(one) else None
+            checked = run_checks(one, cell) if asked(one) else None
+            result = None if trials is None else trials.to_dict("records")
+            if asked(one):
+                result = {"gaze": result, "checks": None if checked is None else checked.to_dict("records")}
+            return result
+
+        result = partner(work, len(cfgs))
+        if isinstance(result, Skipped):  # nothing to score: leave no empty directory behind
             cell.remove_if_empty()
-        result = None if trials is None else trials.to_dict("records")
-        if asked(one):
-            result = {"gaze": result, "checks": None if checked is None else checked.to_dict("records")}
         results[cell.cell.key] = result
     return next(iter(results.values())) if len(cfgs) == 1 else results
 

@@ -21,7 +21,7 @@ import torch.optim as optim
 from omegaconf import DictConfig
 
 from fls.cli import app, check_command_line
-from fls.config import cell_configs, pack_batching, resolve_device
+from fls.config import cell_configs, pack_batching, use_device
 from fls.envs import make_vec_env
 from fls.models import autocast_context
 from fls.rundir import X_AXIS
@@ -49,9 +49,7 @@ def ppo(cfg: DictConfig, run: TrainingRun) -> None:
     k, num_envs, num_steps = len(run.cells), int(cfg.num_envs), int(ppo.num_steps)
     batch_size = run.schedule.batch_size  # per cell: num_envs x num_steps
     minibatch_size = batch_size // int(ppo.num_minibatches)
-    device = resolve_device(cfg.device)
-    if cfg.torch_threads:
-        torch.set_num_threads(int(cfg.torch_threads))
+    device = use_device(cfg)  # and torch's CPU threads (torch_threads)
 
     # Seeding: the envs by seed + i, the rest by each cell's torch generator (fls.seed_pack)
     random.seed(run.seeds[0])

@@ -4,6 +4,8 @@
     python -m studies.status --study paper --resubmit-failed        the command that reruns
                                                                       the failed and missing cells
     python -m studies.status --study paper --resubmit-failed --run  ... and runs it
+    python -m studies.status --study paper --cancel                 cancel the study's queued and
+                                                                    running jobs, last stages first
 
 States (fls.rundir.CellState, from each cell's status.json and the state of its latest job):
   done         finished
@@ -13,10 +15,11 @@ States (fls.rundir.CellState, from each cell's status.json and the state of its 
                table is followed by the end of its train.log and of its job's log
   resumable    interrupted, or left a checkpoint, and nothing runs it: a rerun resumes it
   not started  in the study's grid, but no directory and no job
-The grid is the union of the cells on disk, the sweep saved in <study>/multirun.yaml (expanded
-as the sweeper expands it: fls.grid) and the jobs recorded in
+The grid is the union of the cells on disk, the training sweep saved in <study>/multirun.yaml
+(expanded as the sweeper expands it: fls.grid) and the jobs recorded in
 <study>/jobs.jsonl (fls.job_records). Without squeue/sacct the table is built from the
-directories alone.
+directories alone. Below the table: each stage of the study (training, evaluation, scoring,
+the analysis job) and the training's ETA (studies/progress.py).
 """
 
 from __future__ import annotations
@@ -40,12 +43,14 @@ from fls import job_records
 from fls.cli import command
 from fls.config import training_identity
 from fls.errors import CellDamaged, ConfigError
-from fls.facts import CONF_DIR, changes, script
+from fls.facts import CONF_DIR, TRAIN_APP, changes, script
 from fls.grid import cell_overrides, cells_of
 from fls.rundir import Cell, CellDir, CellState, RunLayout
 from fls.train_log import MetricsCSV
+from studies import progress
+from studies.slurm import GONE, RUNNING as SLURM_RUNNING, WAITING as SLURM_WAITING, query_slurm
+from studies.stages import TRAIN, latest_jobs
 
-TRAIN_APP = "train"
 TRAIN_SCRIPT = script(TRAIN_APP)
 # The keys that name a cell; a rerun command sets them itself.
 CELL_KEYS = ("game", "model", "seed", "study", "run_root")
@@ -55,13 +60,6 @@ STATES = (CellState.DONE, CellState.RUNNING, CellState.QUEUED, CellState.FAILED,
           CellState.NOT_STARTED)
 # What the rerun command covers.
 TO_RERUN = (CellState.FAILED, CellState.RESUMABLE, CellState.NOT_STARTED)
-
-# SLURM job states (squeue/sacct), by what they mean for the cell.
-SLURM_WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
-SLURM_RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
-# Neither squeue nor sacct knows the job: SLURM keeps no record of an array task cancelled
-# while it waited (Slurm 22.05), nor of jobs purged from accounting.
-GONE = "GONE"
 
 TAIL_LINES = 8
 
@@ -88,6 +86,8 @@ def multirun_cells(layout: RunLayout, study: str) -> set[Cell]:
     if not path.is_file():
         return set()
     hydra = OmegaConf.load(path).hydra
+    if hydra.job.name != TRAIN_APP:  # written by an evaluation sweep before it had a file of its own
+        return set()
     sources = [s for s in hydra.runtime.config_sources if s.provider == "main" and s.schema == "file"]
     if not sources:
         return set()
@@ -111,48 +111,7 @@ def multirun_cells(layout: RunLayout, study: str) -> set[Cell]:
 
 def recorded_cells(records: list[dict[str, Any]], study: str) -> dict[Cell, dict[str, Any]]:
     """The latest training job recorded for each cell of the study."""
-    latest: dict[Cell, dict[str, Any]] = {}
-    for record in sorted(records, key=lambda r: r.get("submitted", 0)):
-        if record.get("app") != TRAIN_APP:
-            continue
-        # a packed job runs several cells (records written before packing name one, as "cell")
-        for c in record.get("cells") or ([record["cell"]] if record.get("cell") else []):
-            if c.get("study") == study:
-                latest[Cell(study, c["game"], c["model"], int(c["seed"]))] = record
-    return latest
-
-
-# SLURM
-
-
-def _run(cmd: list[str]) -> str | None:
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return res.stdout if res.returncode == 0 else None
-
-
-def query_slurm(job_ids: set[str]) -> dict[str, dict[str, str]] | None:
-    """State of each job: sacct for the past, squeue for the present (it lists pending
-    array tasks one by one, sacct as a range). None when neither answers."""
-    if not job_ids:
-        return {}
-    states: dict[str, dict[str, str]] = {}
-    ids = sorted({j.split("_")[0] for j in job_ids})
-    acct = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(ids)])
-    for line in (acct or "").splitlines():
-        parts = line.split("|")
-        if len(parts) >= 3 and "[" not in parts[0]:
-            states[parts[0]] = {"state": parts[1].split()[0] if parts[1] else "UNKNOWN", "reason": "", "exit": parts[2]}
-    queue = _run(["squeue", "-h", "-r", "--me", "-o", "%i|%T|%r"])
-    for line in (queue or "").splitlines():
-        parts = line.split("|")
-        if len(parts) >= 3 and parts[0] in job_ids:
-            states[parts[0]] = {"state": parts[1], "reason": "" if parts[2] == "None" else parts[2], "exit": ""}
-    if acct is None and queue is None:
-        return None
-    return states
+    return {cell: record for (stage, cell), record in latest_jobs(records, study).items() if stage == TRAIN}
 
 
 # One cell
@@ -196,6 +155,10 @@ def classify(status: dict[str, Any], has_checkpoint: bool, slurm: dict[str, str]
         return CellState.FAILED, status.get("error") or ""
     if state == CellState.INTERRUPTED:
         why = f" ({status['error']})" if status.get("error") else ""
+        if job is not None and job not in ("COMPLETED", GONE):
+            # the trainer checkpointed on the way out of a scancel, a last time limit, a lost
+            # node: nothing requeues it, so the study has a failed cell to resubmit
+            return CellState.FAILED, f"its job ended {slurm.get('text') or job}{why}; {resume}"
         return CellState.RESUMABLE, f"interrupted{why}; {resume}"
     if state == CellState.RUNNING:
         if alive:
@@ -248,10 +211,11 @@ def collect(layout: RunLayout, study: str, use_slurm: bool = True) -> list[Row]:
         status, job_id = statuses[cell], job_ids[cell]
         job = slurm.get(job_id, {"state": GONE}) if (slurm is not None and in_slurm[cell]) else None
         state, note = classify(status, dirs[cell].has_checkpoint(), job, _alive_here(status))
-        if state == CellState.RESUMABLE and not dirs[cell].config.exists():
+        left = state == CellState.RESUMABLE or (state == CellState.FAILED and status.get("state") == CellState.INTERRUPTED)
+        if left and not dirs[cell].config.exists():
             damaged[cell] = (f"{dirs[cell].path} has training results but no config.yaml; a rerun is refused "
                              "(restore it, or overwrite=true)")
-        elif state == CellState.RESUMABLE:
+        elif left:
             try:  # what the resume reads besides the checkpoint
                 dirs[cell].recorded_config()
                 MetricsCSV(dirs[cell].metrics).rows()
@@ -423,11 +387,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the command(s) that rerun the failed, resumable and not-started cells")
     parser.add_argument("--run", action="store_true", help="with --resubmit-failed: run them")
     parser.add_argument("--no-slurm", action="store_true", help="do not ask squeue/sacct")
+    parser.add_argument("--cancel", action="store_true",
+                        help="cancel every queued or running job of the study (the last stages first)")
     args = parser.parse_args(argv)
     if args.run and not args.resubmit_failed:
         parser.error("--run goes with --resubmit-failed")
 
     layout = RunLayout(args.run_root)
+    if args.cancel:
+        return progress.cancel(layout, args.study)
     rows = collect(layout, args.study, use_slurm=not args.no_slurm)
     if not rows:
         raise ConfigError(f"no cells of study {args.study!r} under {args.run_root}/ "
@@ -436,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     details = failure_details(layout, rows)
     if details:
         print("\n" + details)
+    stage_rows, analysis = progress.collect_stages(layout, args.study, rows, use_slurm=not args.no_slurm)
+    print("\n" + progress.render(stage_rows, analysis, layout.analysis_dir(args.study)))
+    print(progress.eta(layout, rows))
     if not args.resubmit_failed:
         return 0
 

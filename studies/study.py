@@ -1,9 +1,9 @@
 """A whole study as one command: `make study EXPERIMENT=<name>` (`make paper` = EXPERIMENT=paper).
 
-    python -m studies.study --experiment paper [--launcher slurm] [--run-root runs] [-- overrides ...]
+    python -m studies.study --experiment paper [--launcher slurm] [--wait] [--run-root runs] [-- overrides ...]
 
-Runs the stages of conf/experiment/<name>.yaml in order, each a sweep of the study's grid
-through the launcher, and each only when some cell still needs it:
+Runs the stages of conf/experiment/<name>.yaml, each a sweep of the study's grid through
+the launcher, and each only for the cells that still need it:
 
   train              src/train.py -m experiment=<name>
   evaluate           src/evaluate.py -m ...                           (plan.evaluate; Table 3)
@@ -13,13 +13,19 @@ through the launcher, and each only when some cell still needs it:
                                                                       (plan.saliency; Table 4; needs ATARI_HEAD_ROOT)
   analysis           python -m analysis all --study <study>
 
-A stage whose cells are all done is skipped with one line, and the analysis is redrawn
-only when a stage ran, so a second run does nothing but say so. Each stage waits for the previous one: the local launchers run the cells in
-this process or its children; the SLURM launchers (launcher=slurm, slurm_local) block
-until the stage's job array ends, in a process that sleeps between submitit's polls of
-SLURM (not a busy loop), so a study can be run from a login node under nohup or tmux.
-A stage with failed cells stops the study (exit 1), after `make sweep-status` has what
-it needs to say which.
+Before the first stage, every stage's inputs are checked (studies/preflight.py): each
+stage's config for the study's games, ATARI_HEAD_ROOT when the plan scores saliency, and a
+study too big for this machine without LAUNCHER=local said. A refusal is one line, exit 2.
+
+On the SLURM launchers (launcher=slurm, slurm_local, a copy for your cluster) the study is
+submitted as one chain of jobs that carries itself (studies/chain.py): every stage at
+once, each task after the training of its own cells, then the analysis; this command
+returns in seconds and `make sweep-status` follows the jobs. With --wait, and always on the
+local launchers, the stages run one after the other here: a stage waits for its cells (on
+SLURM, in a process that sleeps between submitit's polls), a stage whose cells are all done
+is skipped with one line, the analysis is redrawn only when a stage ran, and a stage with
+failed cells stops the study (exit 1), after `make sweep-status` has what it needs to say
+which.
 """
 
 from __future__ import annotations
@@ -31,21 +37,21 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from fls.cli import command
-from fls.errors import AtariHeadError, CellDamaged, ConfigError
-from fls.facts import CONF_DIR, REPO, group_options, script
-from fls.games import game_config, scored_games
+from fls.errors import AtariHeadError, ConfigError
+from fls.facts import CONF_DIR, REPO, TRAIN_APP, group_options, script
 from fls.grid import cell_overrides, cells_of
-from fls.rundir import Cell, CellDir, RunLayout
+from fls.rundir import Cell, RunLayout
 from fls.saliency.atari_head import AtariHead
-
-# The stage of Table 5 (plan.breakout_infinite): the agents of the game it patches, evaluated on it
-INFINITE = "breakout_infinite"
+from studies import chain
+from studies.preflight import check_size, check_stages
+from studies.stages import APP, EVALUATE, INFINITE, ORDER, SALIENCY, TRAIN, played_by, stage_done, stage_games
 
 
 @dataclass
@@ -56,10 +62,16 @@ class Study:
     plan: Any
     cells: list[Cell]
     overrides: list[str]
+    total_timesteps: int = 0
+    launcher: dict[str, Any] | None = None  # the profile's hydra.launcher, resolved
+    logger: dict[str, Any] | None = None
 
 
-def load_study(experiment: str, run_root: str, overrides: list[str]) -> Study:
-    """The experiment's composed config and its grid, expanded as the sweeper expands it."""
+def load_study(experiment: str, run_root: str, overrides: list[str], launcher: str = "local",
+               before_cells: Callable[[Any, int], None] | None = None) -> Study:
+    """The experiment's composed config and its grid, expanded as the sweeper expands it.
+    `before_cells(cfg, n)` sees the composed config and the grid's size before the cells are
+    composed (seconds for the paper's 450)."""
     if experiment not in group_options("experiment"):
         raise ConfigError(f"EXPERIMENT={experiment}: expected one of {', '.join(group_options('experiment'))} "
                           "(conf/experiment/)")
@@ -67,25 +79,20 @@ def load_study(experiment: str, run_root: str, overrides: list[str]) -> Study:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="study"):
-            cfg = compose("train", overrides=[o for o in base if "," not in o], return_hydra_config=True)
+            cfg = compose(TRAIN_APP, overrides=[o for o in base if "," not in o] + [f"launcher={launcher}"],
+                          return_hydra_config=True)
             params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.params or {}).items()]
             range_keys = list(cfg.hydra.sweeper.get("range_keys") or ["seed"])
             loader = GlobalHydra.instance().config_loader()
             grid = cell_overrides(params + base, range_keys, loader)
-            cells = cells_of(grid, lambda o: compose("train", overrides=list(o)))
+            if before_cells is not None:
+                before_cells(cfg, len(grid))
+            cells = cells_of(grid, lambda o: compose(TRAIN_APP, overrides=list(o)))
     finally:
         GlobalHydra.instance().clear()
     return Study(experiment, str(cfg.study), Path(cfg.run_root), cfg.plan, [c for c in cells if c is not None],
-                 list(overrides))
-
-
-def evaluated(cell: CellDir, game: str) -> bool:
-    """Whether the cell holds a whole evaluation on `game` (a damaged one is still to do:
-    its evaluation then says what is wrong in one line)."""
-    try:
-        return cell.eval_result(game) is not None
-    except CellDamaged:
-        return False
+                 list(overrides), int(cfg.total_timesteps), chain.launcher_params(cfg),
+                 OmegaConf.to_container(cfg.logger, resolve=True))
 
 
 def missing(study: Study, stage: str) -> list[Cell]:
@@ -94,24 +101,9 @@ def missing(study: Study, stage: str) -> list[Cell]:
     out = []
     for cell in study.cells:
         d = layout.cell(cell.study, cell.game, cell.model, cell.seed)
-        if stage == "train":
-            todo = not d.is_done()
-        elif stage == "evaluate":
-            todo = not evaluated(d, cell.game)
-        elif stage == INFINITE:
-            todo = cell.game == played_by(INFINITE) and not evaluated(d, INFINITE)
-        elif stage == "saliency":
-            todo = cell.game in scored_games() and not d.saliency_trials.exists()
-        else:
-            raise ValueError(stage)
-        if todo:
+        if stage_games(stage, {cell.game}) and not stage_done(d, stage):
             out.append(cell)
     return out
-
-
-def played_by(game: str) -> str:
-    """The game whose agents an evaluation-only game is played by (conf/game: played_by)."""
-    return str(game_config(game).played_by)
 
 
 def saliency_games(todo: list[Cell], root: str, say) -> list[str]:
@@ -128,60 +120,68 @@ def saliency_games(todo: list[Cell], root: str, say) -> list[str]:
 
 
 def stage_command(study: Study, stage: str, launcher: str, python: str, games: list[str] | None = None) -> list[str]:
-    common = [f"experiment={study.experiment}", f"launcher={launcher}", f"run_root={study.run_root}", *study.overrides]
-    if stage == "train":
-        return [python, str(script("train")), "-m", *common]
-    if stage == "evaluate":
-        return [python, str(script("evaluate")), "-m", *common]
+    """The command line of a stage's sweep: its app's entry script over the study's grid."""
+    line = [python, str(script(APP[stage])), "-m", f"experiment={study.experiment}", f"launcher={launcher}",
+            f"run_root={study.run_root}", *study.overrides]
     if stage == INFINITE:
-        return [python, str(script("evaluate")), "-m", *common, f"game={played_by(INFINITE)}", f"eval.game={INFINITE}"]
-    if stage == "saliency":
-        return [python, str(script("saliency")), "-m", *common, f"game={','.join(games)}"]
-    raise ValueError(stage)
+        return [*line, f"game={played_by(INFINITE)}", f"eval.game={INFINITE}"]
+    if stage == SALIENCY:
+        return [*line, f"game={','.join(games or [])}"]
+    return line
 
 
 def stages(study: Study) -> list[str]:
+    """The stages of the study's plan, in the order they run."""
     plan = study.plan
-    out = ["train"]
-    if plan.evaluate:
-        out.append("evaluate")
-    if plan.breakout_infinite:
-        out.append(INFINITE)
-    if plan.saliency:
-        out.append("saliency")
-    return out
+    wanted = {TRAIN: True, EVALUATE: plan.evaluate, INFINITE: plan.breakout_infinite, SALIENCY: plan.saliency}
+    return [stage for stage in ORDER if wanted[stage]]
 
 
 @command
 def run(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m studies.study", description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", required=True, help="a file of conf/experiment/ (its name)")
-    p.add_argument("--launcher", default="local", help="a profile of conf/launcher/ (default: local)")
+    p.add_argument("--launcher", default=None,
+                   help="a profile of conf/launcher/ (default: local, for a study small enough for this machine)")
+    p.add_argument("--wait", action="store_true",
+                   help="on SLURM too, run the stages one after the other here, each waiting for its jobs")
     p.add_argument("--run-root", default="runs")
     p.add_argument("overrides", nargs="*", help="Hydra overrides added to every stage (after --)")
     args = p.parse_args(argv)
-    if args.launcher not in group_options("launcher"):
-        raise ConfigError(f"LAUNCHER={args.launcher}: expected one of {', '.join(group_options('launcher'))}")
-    study = load_study(args.experiment, args.run_root, args.overrides)
+    launcher = args.launcher or "local"
+    if launcher not in group_options("launcher"):
+        raise ConfigError(f"LAUNCHER={launcher}: expected one of {', '.join(group_options('launcher'))}")
+
+    def size(cfg: Any, cells: int) -> None:
+        done = sum(1 for d in RunLayout(cfg.run_root).cells(str(cfg.study)) if d.is_done())
+        check_size(args.experiment, args.launcher, max(0, cells - done), int(cfg.total_timesteps))
+
+    study = load_study(args.experiment, args.run_root, args.overrides, launcher, before_cells=size)
     python = sys.executable
     say = lambda text: print(f"[study {study.name}] {text}", flush=True)  # noqa: E731
-    say(f"{len(study.cells)} cells; stages: {', '.join(stages(study))}, analysis")
+    plan = stages(study)
+    say(f"{len(study.cells)} cells; stages: {', '.join(plan)}, analysis")
+    games: list[str] | None = None
+    check_stages(study, plan)
+    if SALIENCY in plan and missing(study, SALIENCY):
+        games = saliency_games(missing(study, SALIENCY), os.environ["ATARI_HEAD_ROOT"], say)
+
+    def todo(stage: str) -> list[Cell]:
+        cells = missing(study, stage)
+        return [c for c in cells if c.game in (games or [])] if stage == SALIENCY else cells
+
+    if chain.is_slurm(study.launcher or {}) and not args.wait:
+        return chain.submit(study, study.launcher or {}, study.logger or {}, plan, todo,
+                            lambda stage: stage_command(study, stage, launcher, python, games), say)
+
     ran = False
-    for stage in stages(study):
-        todo = missing(study, stage)
-        if stage == "saliency" and todo and not os.environ.get("ATARI_HEAD_ROOT"):
-            say("saliency: skipped, ATARI_HEAD_ROOT is not set (the folder of an Atari-HEAD download's "
-                "meta_data.csv); Table 4 needs it")
-            continue
-        games = None
-        if stage == "saliency" and todo:
-            games = saliency_games(todo, os.environ["ATARI_HEAD_ROOT"], say)
-            todo = [c for c in todo if c.game in games]
-        if not todo:
+    for stage in plan:
+        cells = todo(stage)
+        if not cells:
             say(f"{stage}: every cell done; nothing to do")
             continue
-        line = stage_command(study, stage, args.launcher, python, games)
-        say(f"{stage}: {len(todo)} cell(s) to do: {shlex.join(line)}")
+        line = stage_command(study, stage, launcher, python, games)
+        say(f"{stage}: {len(cells)} cell(s) to do: {shlex.join(line)}")
         res = subprocess.run(line, cwd=REPO)
         ran = True
         if res.returncode != 0:

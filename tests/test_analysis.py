@@ -557,7 +557,7 @@ def real_root(tmp_path_factory) -> Path:
     cell = RunLayout(root).cell("smoke", "breakout", "nature_cnn", 1)
     # only seed 1 is scored: seed 2 stays "trained, not evaluated"
     cfg = OmegaConf.merge(OmegaConf.load(cell.config), {"eval": {"games": 4, "num_envs": 2}, "device": "cpu"})
-    assert evaluate_cell(cfg, cell) is not None
+    assert evaluate_cell(cfg, cell)["n"] == 4
     return root
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from fls.envs import AtariVec, Step
 from fls.evaluation import GAME_COLUMNS, play_games, shares
 from fls.rundir import RunLayout
+from fls.video import HEADER
 
 from conftest import PYTHON, REPO
 
@@ -145,10 +146,30 @@ def test_frame_limit_truncates_games(trained, tmp_path):
     assert json.loads(c.eval_summary().read_text())["truncated"] == int(games.truncated.sum())
 
 
-def test_unfinished_or_missing_cells_are_skipped(trained):
+def test_a_cell_with_nothing_to_evaluate_fails_naming_its_path(trained):
     res = cli("src/evaluate.py", trained, "model=daqn")
-    assert res.returncode == 0 and "no checkpoint" in res.stderr
-    assert not cell(trained, "daqn").path.exists()  # nothing left behind
+    missing = cell(trained, "daqn").path
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [f"error: {missing}: no checkpoint, nothing to use (not trained yet)"]
+    assert not missing.exists()  # nothing left behind
+    # a misspelt study names the studies that have cells
+    res = cli("src/evaluate.py", trained, "study=smok")
+    assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].endswith(
+        f"no checkpoint, nothing to use (study=smok has no trained cells under {trained}; studies there: smoke)")
+    assert not (trained / "smok" / "breakout").exists()
+
+
+def test_a_sweep_counts_the_cells_it_skipped_and_says_why(trained):
+    res = subprocess.run([PYTHON, "src/evaluate.py", "-m", "experiment=smoke", f"run_root={trained}",
+                          "model=nature_cnn,daqn,dense_fls", "eval.games=2", "eval.num_envs=2"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout + res.stderr
+    assert "2 of 3 cells skipped, with nothing to use:" in out
+    for model in ("daqn", "dense_fls"):
+        assert f"  {cell(trained, model).path}: no checkpoint, nothing to use (not trained yet)" in out
+        assert not cell(trained, model).path.exists()
+    assert cell(trained).eval_result() is not None  # the trained one was evaluated
 
 
 def test_video_and_contact_sheet(trained):
@@ -167,8 +188,15 @@ def test_video_and_contact_sheet(trained):
     # The saliency overlay colours the grey observation panel.
     right = frames[:, :, 320:].astype(int)
     assert (np.abs(right[..., 0] - right[..., 2]) > 30).mean() > 0.01
-    sheet = Image.open(c.video_dir() / "contact_sheet.png")
-    assert sheet.size == (4 * 740, 2 * 420)
+    sheet = np.asarray(Image.open(c.video_dir() / "contact_sheet.png").convert("RGB")).astype(int)
+    assert sheet.shape == (HEADER + 2 * 420, 4 * 740, 3)
+    # its header's colour bar runs from jet's dark blue (0) to its dark red (1)
+    bar = sheet[28, 18:18 + 256]
+    assert bar[0, 2] > 100 and bar[0, 0] < 20 and bar[-1, 0] > 100 and bar[-1, 2] < 20
+    # each frame's halves are labelled (white text over the screen and over the input)
+    for x0 in (0, 320):
+        label = sheet[HEADER + 4:HEADER + 14, x0 + 6:x0 + 80]
+        assert (label.min(axis=-1) > 200).any()
 
 
 def test_post_hoc_maps_are_drawn_each_over_its_own_peak_and_a_bad_scale_is_refused(trained):

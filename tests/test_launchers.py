@@ -25,7 +25,7 @@ from fls import job_records
 from fls.rundir import RunLayout, SweepDir
 from studies import status as sweep_status
 
-from conftest import PYTHON, REPO
+from conftest import PYTHON, REPO, copy_runs
 
 PROFILES = ("local", "submitit_local", "slurm", "slurm_local")
 
@@ -186,6 +186,11 @@ def test_a_dead_job_fails_its_cell_alone_and_the_sweep_reports_every_failure(tmp
     records = job_records.read(SweepDir(tmp_path / "sweep").jobs_file)
     assert [r["overrides"] for r in records] == [[f"mode={m}"] for m in ("ok", "raise", "die", "fine")]
     assert all(r["cell"] is None and r["app"] == "app" and r["executor"] == "local" for r in records)
+    # the job of the cell that raised ends with exit status 1 (SLURM would count it COMPLETED
+    # and start what depends on it); the others do not
+    ends = {r["overrides"][0]: "the job ends with exit status 1" in Path(r["stdout"]).read_text() + Path(r["stderr"]).read_text()
+            for r in records if r["overrides"] != ["mode=die"]}
+    assert ends == {"mode=ok": False, "mode=raise": True, "mode=fine": False}
 
 
 def test_wait_false_submits_and_returns_at_once(tmp_path):
@@ -346,7 +351,10 @@ def test_status_survives_a_sweep_it_cannot_expand(tmp_path, capsys):
         ({"state": "running"}, False, None, False, "failed"),
         ({}, False, {"state": "CANCELLED"}, None, "failed"),
         ({}, False, {"state": "COMPLETED"}, None, "not started"),
-        ({"state": "interrupted"}, True, {"state": "CANCELLED"}, None, "resumable"),
+        # scancel, a time limit past its requeues, a lost node: nothing resumes it by itself
+        ({"state": "interrupted"}, True, {"state": "CANCELLED"}, None, "failed"),
+        ({"state": "interrupted"}, True, {"state": "TIMEOUT"}, None, "failed"),
+        ({"state": "interrupted"}, True, {"state": "COMPLETED"}, None, "resumable"),
         ({"state": "failed", "error": "x"}, True, {"state": "COMPLETED"}, None, "failed"),
         ({}, True, None, None, "resumable"),
         ({}, False, {"state": "GONE"}, None, "failed"),
@@ -383,9 +391,9 @@ def test_status_reads_squeue_and_sacct(study, monkeypatch, tmp_path):
         f.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     assert sweep_status.query_slurm({"77_1", "77_2", "77_7"}) == {
-        "77_1": {"state": "COMPLETED", "reason": "", "exit": "0:0"},
-        "77_2": {"state": "CANCELLED", "reason": "", "exit": "0:15"},
-        "77_7": {"state": "PENDING", "reason": "JobArrayTaskLimit", "exit": ""},
+        "77_1": {"state": "COMPLETED", "reason": "", "exit": "0:0", "text": "COMPLETED", "dependency": ""},
+        "77_2": {"state": "CANCELLED", "reason": "", "exit": "0:15", "text": "CANCELLED by 0", "dependency": ""},
+        "77_7": {"state": "PENDING", "reason": "JobArrayTaskLimit", "exit": "", "text": "PENDING", "dependency": ""},
     }
     rows = {(r.cell.game, r.cell.seed): r for r in sweep_status.collect(study, "s")}
     assert (rows[("seaquest", 3)].state, rows[("seaquest", 3)].note) == ("queued", "waiting (JobArrayTaskLimit)")
@@ -410,3 +418,23 @@ def test_status_command_line(study):
     res = subprocess.run([PYTHON, "-m", "studies.status", "--study", "nope", "--run-root", str(study.root)],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and res.stderr.strip() == f"error: no cells of study 'nope' under {study.root}/ (studies there: s)"
+
+
+def test_an_evaluation_sweep_over_other_cells_is_not_taken_for_the_studys_grid(mspacman_smoke_runs, tmp_path):
+    """Issue 36: an evaluation sweep used to overwrite <study>/multirun.yaml, and sweep-status
+    read its grid as the study's: cells never trained were listed and proposed for rerun."""
+    root = copy_runs(mspacman_smoke_runs, tmp_path / "runs")
+    layout = RunLayout(root)
+    trained = {(r.cell.model, r.cell.seed) for r in sweep_status.collect(layout, "smoke", use_slurm=False)}
+    assert trained == {("nature_cnn", 1), ("sparse_fls", 1)}
+    grid = layout.sweep("smoke").config.read_bytes()
+    res = subprocess.run([PYTHON, "src/evaluate.py", "-m", "experiment=smoke", "game=mspacman",
+                          "model=nature_cnn,sparse_fls", "seed=1,2", "eval.games=1", "eval.num_envs=1",
+                          "eval.max_frames=200", f"run_root={root}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert layout.cell("smoke", "mspacman", "nature_cnn", 1).eval_summary().is_file()
+    assert layout.sweep("smoke").config.read_bytes() == grid
+    assert layout.sweep("smoke").config_of("evaluate").is_file()
+    rows = sweep_status.collect(layout, "smoke", use_slurm=False)
+    assert {(r.cell.model, r.cell.seed, r.state) for r in rows} == {("nature_cnn", 1, "done"), ("sparse_fls", 1, "done")}
+    assert sweep_status.rerun_commands(layout, "smoke", rows) == []

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from fls.cli import check_overrides
 from fls.training_cell import check_train_config
@@ -177,12 +178,20 @@ def test_evaluate_and_saliency_check_their_command_lines_too(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_a_total_that_is_not_a_multiple_of_the_rollout_is_said(tmp_path):
+def test_a_total_that_is_not_a_multiple_of_the_rollout_is_said_by_the_cells_that_train(tmp_path):
+    said = ("total_timesteps=300 is 1 whole rollouts of 256 agent steps (num_envs x ppo.num_steps): "
+            "1 updates = 256 agent steps, as Baselines' ppo2 counts them")
     res = train(tmp_path, "total_timesteps=300")
     assert res.returncode == 0, res.stderr
-    assert "total_timesteps=300 is not a multiple of the rollout (num_envs x ppo.num_steps = 256): " \
-           "training 1 updates = 256 agent steps" in res.stdout + res.stderr
-    assert smoke_cell(tmp_path).status()["global_step"] == 256
+    assert said in res.stdout + res.stderr
+    cell = smoke_cell(tmp_path)
+    assert cell.status()["global_step"] == 256
+    assert cell.train_log.read_text().count(said) == 1
+    # a rerun of the finished cell, and a refused one, train nothing and say nothing of it
+    for extra in ((), ("ppo.gamma=0.5",)):
+        res = train(tmp_path, "total_timesteps=300", *extra)
+        assert said not in res.stdout + res.stderr
+        assert cell.train_log.read_text().count(said) == 1
 
 
 # A finished cell is never discarded for a bad rerun, and one without its config is refused
@@ -296,3 +305,40 @@ def test_make_sweep_status_takes_a_run_root_with_a_space(finished, tmp_path):
                          cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "smoke: 1 cells: 1 done" in res.stdout
+
+
+def test_a_sweep_whose_every_cell_is_refused_names_the_reasons_not_a_log(finished, tmp_path):
+    root = copy_of(finished, tmp_path)
+    cell = smoke_cell(root)
+    before = results(cell)
+    # the finished cell was trained with another gamma: refused when it is opened, in the job
+    res = subprocess.run([PYTHON, "src/train.py", "-m", "experiment=smoke", f"run_root={root}",
+                          f"total_timesteps={2 * STEPS_PER_UPDATE}", "ppo.gamma=0.5"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1
+    out = res.stdout + res.stderr
+    assert f"ConfigError: {cell.path} was started with a different config (ppo.gamma: 0.99 -> 0.5)" in out
+    assert out.strip().splitlines()[-1] == \
+        "error: 1 of 1 cells failed (the others finished); each one's reason is listed above"
+    assert results(cell) == before
+
+
+def test_every_app_computes_on_the_threads_it_is_given(tmp_path):
+    import torch
+
+    from fls.config import use_device
+
+    before = torch.get_num_threads()
+    try:
+        cfg = OmegaConf.create({"device": "cpu", "torch_threads": 1})
+        assert use_device(cfg) == torch.device("cpu") and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        use_device(OmegaConf.create({"device": "cpu", "torch_threads": 0}))  # 0: torch's own count stays
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for script in ("src/evaluate.py", "src/saliency.py"):
+        res = subprocess.run([PYTHON, script, f"run_root={tmp_path}", "torch_threads=-1"], cwd=REPO,
+                             capture_output=True, text=True)
+        assert res.returncode == 2 and "torch_threads=-1" in one_error_line(res), (script, res.stderr)
+    assert not any(tmp_path.iterdir())

@@ -204,10 +204,12 @@ def test_a_sweep_with_an_unrecorded_game_is_refused_before_any_cell_runs(trained
     assert "trial(s) of" not in res.stdout + res.stderr  # no cell was scored
 
 
-def test_an_untrained_cell_is_skipped_and_leaves_nothing(trained: Path, atari_head_sample: Path):
+def test_an_untrained_cell_fails_naming_its_path_and_leaves_nothing(trained: Path, atari_head_sample: Path):
     res = metrics_cli(trained, atari_head_sample, "model=dense_fls")
-    assert res.returncode == 0 and "no checkpoint" in res.stderr
-    assert not cell(trained, "dense_fls").path.exists()
+    missing = cell(trained, "dense_fls").path
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [f"error: {missing}: no checkpoint, nothing to use (not trained yet)"]
+    assert not missing.exists()
 
 
 def test_a_broken_archive_fails_cleanly_and_keeps_earlier_results(tmp_path: Path, trained: Path, atari_head_sample: Path):

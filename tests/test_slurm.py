@@ -199,6 +199,11 @@ def test_a_failing_cell_and_a_killed_job_fail_alone(tmp_path, slurm_env, start_s
     # SLURM keeps no record of an array task cancelled while pending: submitit alone would wait forever.
     assert f"CellJobDied: job {killed} left the queue without a result and without a SLURM record" in out + err
 
+    # the refused cell's job ends FAILED: a job chain (studies/chain.py) cancels its dependents
+    broken_job = next(r["job_id"] for r in records if r["cell"]["seed"] == 1)
+    assert wait_until(lambda: sweep_status.query_slurm({broken_job})[broken_job]["state"] not in ("RUNNING", "COMPLETING")
+                      and sweep_status.query_slurm({broken_job})[broken_job], 60, "the job's end")["exit"] == "1:0"
+
     rows = {r.cell.seed: r for r in sweep_status.collect(layout, "default")}
     assert {s: r.state for s, r in rows.items()} == {0: "done", 1: "failed", 2: "done", 3: "failed"}
     assert (rows[3].slurm_state, rows[3].job_id) == ("GONE", killed)

@@ -105,9 +105,12 @@ def test_a_failing_cell_fails_alone(tmp_path):
 
     res = sweep(tmp_path, "experiment=smoke", "seed=1-3", "total_timesteps=256")
     assert res.returncode == 1
-    assert res.stderr.strip().splitlines()[-1] == (
-        "error: 1 of 3 cells failed (the others finished); see each cell's train.log, or `make sweep-status`"
-    )
+    lines = res.stderr.strip().splitlines()
+    # a damaged checkpoint is a refusal: its reason is the line the summary points at
+    assert lines[-1] == "error: 1 of 3 cells failed (the others finished); each one's reason is listed above"
+    lines = (res.stdout + res.stderr).strip().splitlines()
+    reason = [line for line in lines if line.strip().startswith("seed=2") or " seed=2" in line]
+    assert reason and "checkpoint" in reason[-1], lines[-8:]
     states = {c.cell.seed: c.state for c in layout.cells("smoke")}
     assert states == {1: "done", 2: "failed", 3: "done"}
     assert broken.checkpoint.read_bytes() == b"not a checkpoint"

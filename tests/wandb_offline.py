@@ -4,7 +4,9 @@ The file is W&B's transaction log: a 7-byte header (`:W&B`, magic 0xBEE1, versio
 then LevelDB-log framed records (32 KiB blocks; each record a 7-byte header of CRC-32,
 length and type FULL/FIRST/MIDDLE/LAST) whose payloads are `wandb_internal_pb2.Record`
 protobufs, W&B's own message type. Recent wandb releases dropped their Python reader;
-this is the small part of it we need: the run, its config, and its history rows.
+this is the small part of it we need: the run, its config, its history rows, its summary
+and the files it saved (a logged table or image is a file under the run's files/ folder,
+named by its history or summary item: `load_media`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ class OfflineRun:
     tags: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    job_type: str = ""
+    folder: Path | None = None
 
 
 def _key(item: Any) -> str:
@@ -70,7 +76,7 @@ def read_run(path: Path | str) -> OfflineRun:
     """Parse one `run-<id>.wandb` file."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    run = OfflineRun()
+    run = OfflineRun(folder=Path(path).parent)
     for payload in _payloads(Path(path).read_bytes()):
         record = pb.Record()
         record.ParseFromString(payload)
@@ -79,6 +85,7 @@ def read_run(path: Path | str) -> OfflineRun:
             r = record.run
             run.id, run.name, run.group, run.project = r.run_id, r.display_name, r.run_group, r.project
             run.tags = list(r.tags)
+            run.job_type = r.job_type
             for item in r.config.update:
                 run.config[_key(item)] = json.loads(item.value_json)
         elif kind == "config":
@@ -86,7 +93,20 @@ def read_run(path: Path | str) -> OfflineRun:
                 run.config[_key(item)] = json.loads(item.value_json)
         elif kind == "history":
             run.history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            for item in record.summary.update:
+                run.summary[_key(item)] = json.loads(item.value_json)
+        elif kind == "files":
+            run.files.extend(f.path for f in record.files.files)
     return run
+
+
+def load_media(run: OfflineRun, item: dict[str, Any]) -> Any:
+    """The file of a logged table (its JSON: {"columns", "data"}) or image (its path), from the
+    history or summary item that names it (`_type` table-file / image-file, `path`)."""
+    assert run.folder is not None
+    path = run.folder / "files" / item["path"]
+    return json.loads(path.read_text()) if item.get("_type") == "table-file" else path
 
 
 def find_runs(wandb_dir: Path | str) -> list[Path]:

@@ -3,8 +3,8 @@
 
 Every entry point goes through here: the Hydra apps (src/train.py, src/evaluate.py,
 src/saliency.py) wrap their task in `app`, the other command lines (python -m analysis,
-studies.study, studies.status, fls.zoo) their main in `command`, and the sweeper says its
-SweepError and CellsFailed with `say`.
+studies.study, studies.status, studies.dashboard, fls.zoo) their main in `command`, and the
+sweeper says its SweepError and CellsFailed with `say`.
 
 Hydra answers an unknown group option, an unknown key or a bad value in the run directory's
 path with 7 to 100 lines (its composition error, a list of search paths, a traceback)
@@ -28,9 +28,9 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from fls.errors import ConfigError, Refusal
+from fls.errors import ConfigError, NotTrained, Refusal, Skipped
 from fls.facts import CONF_DIR, REPO, group_options, script
 from fls.rundir import remove_if_empty
 
@@ -164,19 +164,33 @@ def command(main: Callable[..., int]) -> Callable[..., int]:
 def app(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """A Hydra app's task, `task(cfg)`, whose refusals end in their one line and exit status.
     In a sweep the refusal is raised instead, so this cell alone fails and the sweeper's
-    summary names it while the other cells go on."""
+    summary names it while the other cells go on; a cell with nothing to use (NotTrained)
+    is skipped there, not failed: the sweeper counts it and says why."""
 
     @functools.wraps(task)
     def run(cfg: Any) -> Any:
         try:
             return task(cfg)
         except Refusal as error:
-            _refuse(cfg, error)
+            return _refuse(cfg, error)
 
     return run
 
 
-def _refuse(cfg: Any, error: Refusal) -> NoReturn:
+def partner(work: Callable[[], Any], cells: int) -> Any:
+    """`work()` for one cell of a job of `cells`: with partners (pack=seeds), a cell with
+    nothing to use is Skipped and they go on; alone, its NotTrained is the job's refusal."""
+    try:
+        return work()
+    except NotTrained as error:
+        if cells == 1:
+            raise
+        # printed, not logged: a log line would create the partner's (empty) directory
+        print(f"skipped: {error}", file=sys.stderr)
+        return Skipped(str(error))
+
+
+def _refuse(cfg: Any, error: Refusal) -> Skipped:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -186,5 +200,8 @@ def _refuse(cfg: Any, error: Refusal) -> NoReturn:
         # nothing left behind
         remove_if_empty(Path(hydra_cfg.runtime.output_dir), Path(str(cfg.run_root)))
         if hydra_cfg.mode == RunMode.MULTIRUN:
+            if isinstance(error, NotTrained):
+                print(f"skipped: {error}", file=sys.stderr)
+                return Skipped(str(error))
             raise error
     raise SystemExit(say(error))

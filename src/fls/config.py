@@ -137,6 +137,24 @@ def check_cell_location(cfg: Any) -> None:
     check_writable("run_root", cfg.run_root)
 
 
+def check_threads(value: Any) -> int:
+    """torch_threads=: 0 (torch's default, one per core) or a positive integer."""
+    threads = as_int("torch_threads", value)
+    if threads < 0:
+        raise ConfigError(f"torch_threads={value}: expected 0 (torch's default) or a positive integer")
+    return threads
+
+
+def use_device(cfg: Any) -> torch.device:
+    """The device `cfg` names (resolve_device), with torch's CPU threads set to torch_threads:
+    every app computes on what this returns."""
+    device = resolve_device(cfg.device)
+    threads = check_threads(cfg.torch_threads)
+    if threads:
+        torch.set_num_threads(threads)
+    return device
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when present; `cuda` without a GPU is refused, not ignored."""
     if name not in DEVICES:

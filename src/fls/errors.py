@@ -12,7 +12,9 @@ module, importing nothing, so that every layer can raise them:
       CellDamaged        1  a file of a cell (or of a zoo entry) that cannot be read
       CellWriteError     1  a write the file system refused (full, read-only); the old file intact
       CheckpointError    1  a checkpoint that cannot be used; the file left as it is
+      NotTrained         1  a cell with nothing to evaluate or score (a sweep counts it skipped)
       AtariHeadError     1  bad or missing Atari-HEAD data
+      ServiceError       1  SLURM or W&B refused a request or did not answer
       CellsRefused       1  cells of a packed job refused while the others ran
       CellsFailed        1  cells of a sweep that failed after all of them ran
 """
@@ -54,8 +56,20 @@ class CheckpointError(Refusal, RuntimeError):
     """A checkpoint that cannot be used; the file is left as it is."""
 
 
+class NotTrained(Refusal, RuntimeError):
+    """A cell that evaluation, videos or scoring cannot use: no checkpoint (never trained, or
+    study= / run_root= name another place) or training unfinished. One command fails with it;
+    in a sweep the cell is counted as skipped instead (fls.cli.app), since a study's later
+    stage may run before all of its cells are trained."""
+
+
 class AtariHeadError(Refusal, ValueError):
     """Bad or missing Atari-HEAD data; the message names the file (and line)."""
+
+
+class ServiceError(Refusal, RuntimeError):
+    """A service outside refused a request or did not answer (a SLURM command, W&B): the
+    message names the request and the answer."""
 
 
 class CellsRefused(Refusal, RuntimeError):
@@ -66,6 +80,17 @@ class CellsRefused(Refusal, RuntimeError):
         self.cells = list(refused)
         reasons = "; ".join(f"{key}: {error}" for key, error in refused.items())
         super().__init__(f"{len(refused)} of {total} cells of this packed job were refused (the others ran): {reasons}")
+
+
+class Skipped:
+    """What a sweep's cell that had nothing to use returns instead of failing (fls.cli.app):
+    the sweeper counts these and says why."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Skipped({self.reason!r})"
 
 
 class CellsFailed(Refusal):

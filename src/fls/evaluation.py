@@ -37,16 +37,17 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.config import check_switches, pack_batching, pack_seeds, resolve_device
+from fls.config import check_switches, check_threads, pack_batching, pack_seeds, resolve_device
 from fls.durable import remove_partial_copies
 from fls.envs import AtariVec, check_env_config, make_vec_env, resolve_backend
-from fls.errors import CellDamaged, CellsRefused, ConfigError, Refusal
+from fls.errors import CellDamaged, CellsRefused, ConfigError, NotTrained, Refusal, Skipped
 from fls.facts import as_int, changes
 from fls.games import eval_frame_limit, game_config
 from fls.rundir import CellDir, keep_eval_result, recover_eval_result, write_eval_result
 from fls.saliency import posthoc
 from fls.seed_pack import SeedPack, resolve_batching
 from fls.trained_cell import TrainedCell, open_trained_cell
+from fls.wandb_results import log_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def check_eval_config(cfg: DictConfig) -> None:
     seeds = pack_seeds(cfg)
     pack_batching(cfg)
     resolve_device(cfg.device)
+    check_threads(cfg.torch_threads)
     for key in ("games", "num_envs", "seed_offset"):
         if as_int(f"eval.{key}", cfg.eval[key]) <= 0:
             raise ConfigError(f"eval.{key}={cfg.eval[key]}: must be a positive integer")
@@ -160,28 +162,34 @@ def summarize(games: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def evaluate_cell(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
-    """Score one cell per docs/protocol.md#evaluation; returns its summary (None when skipped)."""
+def evaluate_cell(cfg: DictConfig, cell: CellDir) -> dict[str, Any]:
+    """Score one cell per docs/protocol.md#evaluation; returns its summary (NotTrained: nothing
+    to evaluate)."""
     return evaluate_cells([cfg], [cell])[0]
 
 
-def evaluate_cells(cfgs: list[DictConfig], cells: list[CellDir]) -> list[dict[str, Any] | None]:
+def evaluate_cells(cfgs: list[DictConfig], cells: list[CellDir]) -> list[dict[str, Any] | Skipped]:
     """Score cells that differ only in seed (a packed job, pack=seeds) in one vector env, all
     models called at each step: every game of each cell is the game it plays evaluated alone
     (its envs, seeds and sampling stream are its own; see the module's note on vmap). Returns
-    each cell's summary (None: skipped); raises CellsRefused after the others for cells refused."""
+    each cell's summary (Skipped: a partner with nothing to evaluate); raises NotTrained for a
+    lone cell with nothing to evaluate, CellsRefused after the others for cells refused."""
     game = eval_game(cfgs[0])
-    summaries: list[dict[str, Any] | None] = [None] * len(cells)
+    summaries: list[dict[str, Any] | Skipped | None] = [None] * len(cells)
     plans: list[EvalPlan] = []
     refused: dict[str, Exception] = {}
     with ExitStack() as locks:
         for i, (cfg, cell) in enumerate(zip(cfgs, cells)):
             try:
                 trained = open_trained_cell(cfg, cell)
-                if trained is None:
-                    continue
                 locks.enter_context(cell.lock(f"eval-{game.name}"))
                 plan = plan_evaluation(cfg, cell, game, trained)
+            except NotTrained as e:
+                if len(cells) == 1:
+                    raise
+                summaries[i] = Skipped(str(e))  # its partners have something to evaluate
+                log.warning("%s", e)
+                continue
             except Refusal as e:
                 if len(cells) == 1:
                     raise
@@ -288,6 +296,7 @@ def play_evaluations(plans: list[EvalPlan], game: DictConfig) -> list[dict[str, 
         if plan.previous is not None and not plan.cfg.eval.overwrite:
             keep_eval_result(plan.cell.eval_dir(game.name), plan.cell.eval_previous(game.name))
         summary = write_results(plan.cell, game.name, mine, summary)
+        log_evaluation(plan.cfg, plan.cell, game.name, summary, mine)  # to the cell's W&B run (logger=wandb)
         log.info("%s on %s: %.1f +/- %.1f over %d games (%d truncated)", plan.cell.cell.key, game.name,
                  summary["mean"], summary["std"], summary["n"], summary["truncated"])
         summaries.append(summary)

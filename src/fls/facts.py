@@ -22,8 +22,10 @@ from fls.errors import ConfigError
 # working directory
 REPO = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO / "conf"
-# The entry scripts, one per app; app <name> is src/<name>.py with conf/<name>.yaml
-APPS = ("train", "evaluate", "saliency")
+# The entry scripts, one per app; app <name> is src/<name>.py with conf/<name>.yaml (and its
+# hydra.job.name). Training's sweeps make a study's grid.
+TRAIN_APP = "train"
+APPS = (TRAIN_APP, "evaluate", "saliency")
 
 
 def script(app: str) -> Path:

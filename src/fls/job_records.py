@@ -5,8 +5,9 @@ the sweep's jobs file (fls.rundir: SweepDir.jobs_file, `<run_root>/<study>/jobs.
 they submit. sweep-status (studies/status.py) reads it to name the job of a cell that has
 no directory yet (queued, or killed before it started) and to find a job's submitit logs.
 
-A line: job_id, app (train / evaluate / ...), executor, submitted_at (ISO) and submitted
-(epoch seconds), overrides (the cell's), sweep_overrides (the sweep's command line, hydra.*
+A line: job_id, app (train / evaluate / ...), stage (the study stage: train, evaluate,
+breakout_infinite, saliency, analysis; studies/stages.py), executor, submitted_at (ISO) and
+submitted (epoch seconds), overrides (the cell's), sweep_overrides (the sweep's command line, hydra.*
 overrides included), cells (the {study, game, model, seed} it runs: one, several for a packed
 job, none for an app without cells), cell (the first of them, or null),
 stdout, stderr (the job's submitit logs).

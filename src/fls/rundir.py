@@ -51,7 +51,7 @@ from omegaconf import OmegaConf
 from fls.durable import (Result, atomic_write_text, durable_step, keep_result, read_result, recover_result, strict_json,
                          write_result)
 from fls.errors import CellBusy, CellDamaged, CellWriteError, ConfigError
-from fls.facts import REPO, now
+from fls.facts import REPO, TRAIN_APP, now
 
 SEED_DIR = re.compile(r"^seed_(-?\d+)$")
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -85,6 +85,7 @@ JOBS_FILE = "jobs.jsonl"
 # names read elsewhere have a name here)
 X_AXIS = "global/game_frames"  # the x-axis of every curve: game frames, 4 per agent step
 EPREWMEAN = "charts/eprewmean"  # the mean score of the last 100 finished games
+SPS = "charts/SPS"  # agent steps per second since the run's latest start
 GAMES_ENDED = "charts/games"
 LEARNING_RATE = "charts/learning_rate"
 METRIC_COLUMNS = [
@@ -95,7 +96,7 @@ METRIC_COLUMNS = [
     EPREWMEAN,
     "charts/eplenmean",
     GAMES_ENDED,
-    "charts/SPS",
+    SPS,
     LEARNING_RATE,
     "losses/value_loss",
     "losses/policy_loss",
@@ -413,8 +414,15 @@ class SweepDir:
 
     @property
     def config(self) -> Path:
-        """The sweep's composed config with its overrides, as the sweeper saves it (Hydra's name)."""
+        """The study's grid: the composed config and overrides of its latest training sweep,
+        as the sweeper saves it (Hydra's name). Only a training sweep writes it: the sweeps
+        of the other apps (evaluation, scoring) save theirs beside it (config_of), so a
+        sweep over other cells never passes for the study's grid."""
         return self.path / "multirun.yaml"
+
+    def config_of(self, app: str) -> Path:
+        """Where the sweeper saves a sweep of `app` (hydra.job.name): `config` for train."""
+        return self.config if app == TRAIN_APP else self.path / f"{app}.multirun.yaml"
 
     @property
     def jobs_file(self) -> Path:

@@ -137,7 +137,8 @@ def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 class WandbRun:
     """The W&B side: one run per cell, continued on resume (a packed job holds several)."""
 
-    def __init__(self, logger_cfg: Any, cell: CellDir, config: dict[str, Any], run_id: str | None):
+    def __init__(self, logger_cfg: Any, cell: CellDir, config: dict[str, Any], run_id: str | None,
+                 job_type: str = "train"):
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -154,7 +155,8 @@ class WandbRun:
             reinit="create_new",
             name=c.key,
             group=f"{c.game}/{c.model}",
-            job_type="train",
+            # train; evaluate and saliency resume the run with their results (fls.wandb_results)
+            job_type=job_type,
             tags=[c.study, c.game, c.model, f"seed_{c.seed}", *logger_cfg.tags],
             config=flatten(config),
             settings=wandb.Settings(silent=True, console="off"),

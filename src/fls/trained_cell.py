@@ -7,19 +7,16 @@ and action count, so a cell opens without its config.
 
 from __future__ import annotations
 
-import logging
-import sys
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
 
 from fls import checkpoint
-from fls.config import resolve_device
+from fls.config import use_device
 from fls.models import ActorCritic, build_model
-from fls.rundir import CellDir
-
-log = logging.getLogger(__name__)
+from fls.errors import NotTrained
+from fls.rundir import CellDir, RunLayout
 
 
 @dataclass
@@ -51,16 +48,27 @@ def load_snapshot(cell: CellDir, update: int, device: torch.device) -> TrainedCe
     return TrainedCell(cell, model, device, int(state["update"]), int(state["global_step"]), str(state["game"]))
 
 
-def open_trained_cell(cfg: DictConfig, cell: CellDir) -> TrainedCell | None:
-    """The trained cell `cfg` names, or None (having said why) when there is nothing to use:
-    no checkpoint yet, or training unfinished without eval.allow_unfinished."""
+def open_trained_cell(cfg: DictConfig, cell: CellDir) -> TrainedCell:
+    """The trained cell `cfg` names. NotTrained, naming the cell's path, when there is nothing
+    to use: no checkpoint, or training unfinished without eval.allow_unfinished."""
     if not cell.has_checkpoint():
-        # Not logged: the log file would create the directory of a cell that does not exist.
-        print(f"{cell.cell.key}: no checkpoint (not trained yet); skipping", file=sys.stderr)
-        return None
+        raise NotTrained(f"{cell.path}: no checkpoint, nothing to use ({_why_missing(cell)})")
     if not cell.is_done() and not cfg.eval.allow_unfinished:
-        log.warning("%s: training has not finished (state %s); skipping. eval.allow_unfinished=true "
-                    "uses its latest checkpoint", cell.cell.key, cell.state)
-        return None
-    return load_model(cell, resolve_device(cfg.device))
+        raise NotTrained(f"{cell.path}: training has not finished (state {cell.state}); "
+                         "eval.allow_unfinished=true uses its latest checkpoint")
+    return load_model(cell, use_device(cfg))
+
+
+def _why_missing(cell: CellDir) -> str:
+    """What a missing checkpoint most likely means: a cell not trained yet, or a study or run
+    root that names another place (a misspelt study= names a study with no cells at all)."""
+    layout = RunLayout(cell.root)
+    study = cell.cell.study
+    if not layout.root.is_dir():
+        return f"run_root={cell.root} does not exist"
+    # Hydra has made this cell's own (empty) folder by now: look for cells that were started
+    if not any(other.config.exists() for other in layout.cells(study)):
+        known = [s for s in layout.studies() if any(c.config.exists() for c in layout.cells(s))]
+        return f"study={study} has no trained cells under {cell.root}; studies there: {', '.join(known) or 'none'}"
+    return "not trained yet"
 

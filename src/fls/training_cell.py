@@ -52,7 +52,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fls import checkpoint
 from fls.config import (cell_configs, check_cell_location, check_ppo, check_switches, pack_batching, pack_seeds,
-                        resolve_device, training_identity)
+                        check_threads, resolve_device, training_identity)
 from fls.durable import atomic_write_bytes, atomic_write_text, durable_step, remove_temporaries
 from fls.envs import check_env_config
 from fls.errors import CellDamaged, CellsRefused, CellWriteError, CheckpointError, ConfigError, Refusal
@@ -104,8 +104,7 @@ def check_train_config(cfg: Any) -> None:
                           f"as initialised and after each of the run's {schedule.num_updates} updates)")
     if as_float("log_every_s", cfg.log_every_s) < 0:
         raise ConfigError(f"log_every_s={cfg.log_every_s}: expected a number of seconds >= 0")
-    if as_int("torch_threads", cfg.torch_threads) < 0:
-        raise ConfigError(f"torch_threads={cfg.torch_threads}: expected 0 (torch's default) or a positive integer")
+    check_threads(cfg.torch_threads)
     resolve_device(cfg.device)
     check_env_config(cfg.env, cfg.game)
     check_cell_location(cfg)
@@ -264,10 +263,6 @@ class TrainingRun:
         naming the others."""
         check_train_config(cfg)  # before anything is written, the lock files included
         schedule = Schedule.of(cfg)
-        if schedule.agent_steps != int(cfg.total_timesteps):
-            log.warning("total_timesteps=%s is not a multiple of the rollout (num_envs x ppo.num_steps = %d): "
-                        "training %d updates = %d agent steps", cfg.total_timesteps, schedule.batch_size,
-                        schedule.num_updates, schedule.agent_steps)
         runs: list[TrainingRun] = []
         configs = cell_configs(cfg)
         refused: dict[str, Exception] = {}
@@ -379,6 +374,11 @@ class TrainingRun:
         start each cell's status and log. `facts` (model_name, game, num_actions) go into
         every checkpoint, so a trained cell can be opened without its config."""
         self._saved = {"agents": agents, "optimizer": optimizer, "facts": facts}
+        s = self.schedule
+        if s.agent_steps != int(self.cfg.total_timesteps):  # said here: only cells that train hear it
+            log.info("total_timesteps=%s is %d whole rollouts of %d agent steps (num_envs x ppo.num_steps): "
+                     "%d updates = %d agent steps, as Baselines' ppo2 counts them", self.cfg.total_timesteps,
+                     s.num_updates, s.batch_size, s.num_updates, s.agent_steps)
         states = [c.saved_state(device) for c in self.cells]
         # a checkpoint of weights alone: a cell started from a zoo entry (fls.zoo.further)
         weights_only = [state is not None and "optimizer" not in state for state in states]

@@ -25,7 +25,6 @@ import cv2
 import imageio.v2 as imageio
 import numpy as np
 import torch
-from matplotlib import colormaps
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw
 
@@ -35,28 +34,12 @@ from fls.evaluation import eval_game, eval_seed
 from fls.rundir import CellDir
 from fls.saliency import posthoc
 from fls.saliency.ball import map_at_ball
-from fls.saliency.metrics import upscale_saliency
+from fls.saliency.overlay import HEAT, overlay, overlay_on_screen
 from fls.trained_cell import TrainedCell, open_trained_cell
 
 log = logging.getLogger(__name__)
 
-HEAT = colormaps["jet"]
-ALPHA = 0.6
 SCALE = 2  # output pixels per screen pixel: 420 x 740 frames
-
-
-def overlay(rgb: np.ndarray, heat: np.ndarray | None) -> np.ndarray:
-    """Blend a [0, 1] map onto an RGB image: more saliency, more colour."""
-    if heat is None:
-        return rgb
-    colour = HEAT(np.clip(heat, 0, 1))[..., :3] * 255
-    weight = ALPHA * np.clip(heat, 0, 1)[..., None]
-    return (rgb * (1 - weight) + colour * weight).astype(np.uint8)
-
-
-def overlay_on_screen(raw: np.ndarray, map84: np.ndarray | None, scale: float) -> np.ndarray:
-    """The raw screen with an 84 x 84 map, divided by `scale`, resized onto it (bilinear)."""
-    return overlay(raw, None if map84 is None else np.clip(upscale_saliency(map84, raw.shape[:2]), 0, None) / scale)
 
 
 def compose(raw: np.ndarray, obs: np.ndarray, map84: np.ndarray | None, scale: float) -> np.ndarray:
@@ -95,16 +78,35 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
     tmp.replace(path)
 
 
-def contact_sheet(frames: list[np.ndarray], steps: list[int], columns: int = 4) -> Image.Image:
-    """Frames in a grid, each labelled with its agent step."""
+HEADER = 44  # pixels above a contact sheet's frames: what the halves are, the colour bar
+SCALE_MEANING = {"clip": "the largest value of the whole game", "frame": "each frame's own largest value"}
+
+
+def contact_sheet(frames: list[np.ndarray], steps: list[int], columns: int = 4, *, map_name: str | None = None,
+                  scaling: str = "clip") -> Image.Image:
+    """Frames in a grid, each labelled with its agent step and its two halves (the screen, the
+    agent's input), under a header that names the map and shows its colour bar: what a colour
+    means depends on what the map was divided by (`scaling`)."""
     h, w = frames[0].shape[:2]
+    half = w - h  # compose(): the screen (wider than tall), then the square input
     rows = -(-len(frames) // columns)
-    sheet = Image.new("RGB", (columns * w, rows * h), "black")
+    sheet = Image.new("RGB", (columns * w, HEADER + rows * h), "black")
     draw = ImageDraw.Draw(sheet)
+    if map_name is None:
+        draw.text((6, 6), "no saliency map: the game alone", fill="white")
+    else:
+        draw.text((6, 6), f"map: {posthoc.LABELS.get(map_name, map_name)}, blended over both halves; "
+                          f"colour = value / {SCALE_MEANING[scaling]}", fill="white")
+        bar_w, x0, y0 = 256, 6, 22
+        ramp = (HEAT(np.linspace(0, 1, bar_w))[:, :3] * 255).astype(np.uint8)
+        sheet.paste(Image.fromarray(np.repeat(ramp[None], 12, axis=0)), (x0 + 12, y0))
+        draw.text((x0, y0), "0", fill="white")
+        draw.text((x0 + bar_w + 18, y0), "1", fill="white")
     for k, (frame, step) in enumerate(zip(frames, steps)):
-        x, y = (k % columns) * w, (k // columns) * h
+        x, y = (k % columns) * w, HEADER + (k // columns) * h
         sheet.paste(Image.fromarray(frame), (x, y))
-        draw.text((x + 6, y + 4), f"step {step}", fill="white")
+        draw.text((x + 6, y + 4), f"step {step}: screen", fill="white")
+        draw.text((x + half + 6, y + 4), "84x84 input", fill="white")
     return sheet
 
 
@@ -116,11 +118,9 @@ def map_scales(maps: list[np.ndarray | None], how: str) -> list[float]:
     return [max(peaks, default=0.0) or 1.0] * len(maps)
 
 
-def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
+def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any]:
     game = eval_game(cfg)
     trained = open_trained_cell(cfg, cell)
-    if trained is None:
-        return None
     model = trained.model
     video = cfg.eval.video
     method = str(video.map)
@@ -155,7 +155,7 @@ def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any] | None:
             if g == 0:
                 k = min(int(video.sheet_frames), len(frames))
                 picks = np.linspace(0, len(frames) - 1, k).round().astype(int).tolist()
-                sheet = contact_sheet([frames[i] for i in picks], picks)
+                sheet = contact_sheet([frames[i] for i in picks], picks, map_name=method, scaling=scaling)
                 sheet_path = cell.video_sheet(game.name, str(video.map))
                 tmp = sheet_path.with_name(f".{sheet_path.stem}.tmp{sheet_path.suffix}")
                 sheet.save(tmp)

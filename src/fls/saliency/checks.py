@@ -275,13 +275,11 @@ def atari_head_plan(cfg: DictConfig, n: int, every: int, start: int) -> FramePla
 # ---------------------------------------------------------------------------------------
 
 
-def run_checks(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
+def run_checks(cfg: DictConfig, cell: CellDir) -> pd.DataFrame:
     """The checks of saliency.checks on one trained cell; returns the summary of its results
-    (one row per source, check and map), None when skipped."""
+    (one row per source, check and map). NotTrained when the cell has nothing to use."""
     check_config(cfg)
     trained = open_trained_cell(cfg, cell)
-    if trained is None:
-        return None
     with cell.lock("saliency"):
         for folder in cell.saliency_checks_dir(str(cfg.saliency.preset)).glob("*"):
             if folder.is_dir():  # what writers killed mid-write left (the lock keeps out live ones)

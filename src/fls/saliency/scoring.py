@@ -24,7 +24,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,14 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.config import check_switches, pack_seeds, resolve_device
+from fls.config import check_switches, check_threads, pack_seeds, resolve_device
 from fls.durable import atomic_write_bytes, atomic_write_text, remove_temporaries
 from fls.errors import AtariHeadError, ConfigError
 from fls.facts import as_int, changes
 from fls.rundir import CellDir
 from fls.saliency.atari_head import GAMES, NOT_RECORDED, AtariHead, Trial, TrialInfo
 from fls.trained_cell import TrainedCell, open_trained_cell
+from fls.wandb_results import log_saliency
 from fls.saliency import posthoc
 from fls.saliency.posthoc import PostHocSettings
 from fls.saliency.gaze import ALIGNMENTS, PROCESSED_SHAPE, RAW_SHAPE, STACK_FILLS, fixation_map, play_trial, processed_indices
@@ -100,6 +101,7 @@ def check_saliency_config(cfg: DictConfig) -> None:
     check_switches(cfg)
     pack_seeds(cfg)
     resolve_device(cfg.device)
+    check_threads(cfg.torch_threads)
     ah = cfg.saliency
     # the saliency checks (fls.saliency.checks) run on any game: gaze is scored where Atari-HEAD has it
     gaze = not ah.get("checks") or cfg.game.name in GAMES
@@ -203,12 +205,18 @@ class PlayedTrial:
     indices: np.ndarray  # raw frame index of each processed frame
     gaze: list[np.ndarray]  # (n, 2) gaze points behind each processed frame
     saliency: dict[str, np.ndarray]  # map name (fls.saliency.posthoc.MAPS) -> float32 (frames, 84, 84)
+    shots: dict[int, np.ndarray] = field(default_factory=dict)  # processed frame k (SHOTS) -> its raw RGB screen
+
+
+# Processed frames whose screens are kept, to show the maps on them (fls.wandb_results).
+SHOTS = (2, 6, 64, 512)
 
 
 def play(trial: Trial, alignment: str, settings: Settings, model: torch.nn.Module | None, drawn: list[str],
          device: torch.device, batch_size: int, bar: tqdm) -> PlayedTrial:
     """Play the trial and draw each map of `drawn` (the model's own, post-hoc methods) on every processed frame."""
     indices, gaze, batch = [], [], []
+    shots: dict[int, np.ndarray] = {}
     maps: dict[str, list[np.ndarray]] = {name: [] for name in drawn}
 
     def flush() -> None:
@@ -222,6 +230,8 @@ def play(trial: Trial, alignment: str, settings: Settings, model: torch.nn.Modul
     for frame in play_trial(trial, frame_alignment=alignment, stack_fill=settings.stack_fill):
         if settings.max_frames is not None and len(indices) >= settings.max_frames:
             break
+        if len(indices) in SHOTS:
+            shots[len(indices)] = frame.raw
         indices.append(frame.index)
         gaze.append(frame.gaze)
         batch.append(frame.stack)
@@ -235,7 +245,7 @@ def play(trial: Trial, alignment: str, settings: Settings, model: torch.nn.Modul
             peak = float(values.max())
             if peak > 0:
                 saliency[name] = values / peak
-    return PlayedTrial(np.asarray(indices), gaze, saliency)
+    return PlayedTrial(np.asarray(indices), gaze, saliency, shots)
 
 
 def score_frames(saliency_of: Callable[[int], np.ndarray], gaze: list[np.ndarray], shape: tuple[int, int],
@@ -432,12 +442,11 @@ def select_trials(dataset: AtariHead, game: str, wanted: Any, highscore_trials: 
     return infos
 
 
-def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame | None:
-    """Score one trained cell on Atari-HEAD; returns its trials.csv rows (None when skipped)."""
+def score_cell(cfg: DictConfig, cell: CellDir) -> pd.DataFrame:
+    """Score one trained cell on Atari-HEAD; returns its trials.csv rows (NotTrained: nothing
+    to score)."""
     check_saliency_config(cfg)
     trained = open_trained_cell(cfg, cell)
-    if trained is None:
-        return None
     with cell.lock("saliency"):
         for folder in [cell.saliency_dir, *cell.saliency_frames_dir().glob("*")]:
             if folder.is_dir():  # what writers killed mid-write left (the lock keeps out live ones)
@@ -481,6 +490,7 @@ def _score(cfg: DictConfig, cell: CellDir, trained: TrainedCell) -> pd.DataFrame
     log.info("%s: %d trial(s) of %s x %s x %s; %d cached", cell.cell.key, len(infos), cfg.game.name,
              "+".join(alignments), "+".join(resolutions), cached)
 
+    shown = None
     if todo:
         loaded = {info.trial_id: dataset.load(info) for info, _, _, _ in todo}
         total = sum(min(len(processed_indices(len(loaded[info.trial_id]), alignment)), settings.max_frames or sys.maxsize)
@@ -491,12 +501,15 @@ def _score(cfg: DictConfig, cell: CellDir, trained: TrainedCell) -> pd.DataFrame
                 played = play(loaded[info.trial_id], alignment, settings, model, drawn, device, int(ah.batch_size), bar)
                 if len(played.indices) < 2:
                     raise AtariHeadError(f"{info.labels}: {len(played.indices)} processed frame(s); the metrics need 2")
+                shown = shown or (info.trial_id, played)
                 for res, path in stale.items():
                     frames = score_trial(played, info.trial_id, alignment, res, maps, settings)
                     write_frames(path, frames, trial_key)
                     log.info("trial %d (%s, %s): %s", info.trial_id, alignment, res, _brief(frames))
     trials = rebuild_trials(cell, key)
     log.info("%s: wrote %s (%d rows)", cell.cell.key, cell.saliency_trials, len(trials))
+    if todo:  # new numbers: to the cell's W&B run too (logger=wandb)
+        log_saliency(cfg, cell, trials, shown)
     return trials
 
 

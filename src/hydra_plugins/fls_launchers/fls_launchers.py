@@ -9,7 +9,11 @@ there, and the sweep stops waiting for the rest and reports none of them. These 
 - with `hydra.launcher.wait=false`, submit and return at once, printing the job ids and
   how to follow them (the jobs do not need the submitting process);
 - record every job in the sweep directory's jobs file (fls.job_records), with the cell it
-  runs (the sweep's grid, fls.grid), which sweep-status reads.
+  runs (the sweep's grid, fls.grid) and the study stage it is (`stage`), which sweep-status
+  and the study's job chain (studies/chain.py) read;
+- end a job whose cell failed with exit status 1: Hydra turns the cell's exception into a
+  FAILED result that submitit saves as a success, and SLURM would then count the job as
+  COMPLETED and start the stages that depend on it.
 
 Everything else is upstream's: the job runs the launcher's `__call__`, and on SLURM's
 pre-timeout signal (USR2) submitit calls its `checkpoint`, which resubmits the same cell.
@@ -18,9 +22,12 @@ Hydra groups: hydra/launcher=fls_submitit_slurm and fls_submitit_local, used by 
 profiles in conf/launcher/.
 """
 
+import atexit
 import getpass
 import logging
+import os
 import shutil
+import sys
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -57,6 +64,8 @@ class FlsSlurmConf(SlurmQueueConf):
     _target_: str = "hydra_plugins.fls_launchers.fls_launchers.FlsSlurmLauncher"
     # wait for every job and report the failed cells; false: submit, print the job ids, return
     wait: bool = True
+    # the study stage the jobs are (studies/chain.py): recorded in jobs.jsonl; null: the app
+    stage: Optional[str] = None
 
 
 @dataclass
@@ -64,6 +73,8 @@ class FlsLocalConf(LocalQueueConf):
     _target_: str = "hydra_plugins.fls_launchers.fls_launchers.FlsLocalLauncher"
     # wait for every job and report the failed cells; false: submit, print the job ids, return
     wait: bool = True
+    # the study stage the jobs are (studies/chain.py): recorded in jobs.jsonl; null: the app
+    stage: Optional[str] = None
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="fls_submitit_slurm", node=FlsSlurmConf, provider="fls-sweeps")
@@ -81,18 +92,56 @@ def _why_dead(job: Any, error: Exception) -> str:
     return f"job {job.job_id} ended without a result (state {job.state}); log: {job.paths.stderr}"
 
 
+def _exit_failed_after_result() -> None:
+    """Make this job process end with exit status 1 once submitit has saved its result.
+
+    Hydra catches a cell's exception into a FAILED JobReturn, submitit pickles it as a
+    success and the process exits 0: SLURM records COMPLETED, so stages that depend on the
+    job (afterok) would run on a cell that failed. The result is still saved as usual (a
+    waiting sweep reads the cell's error from it); then the exit status says the truth."""
+    def leave() -> None:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    atexit.register(leave)
+
+
+def submitit_executor(cluster: str, params: Dict[str, Any]) -> Any:
+    """A submitit executor for a launcher profile's parameters (hydra.launcher less
+    _target_, wait and stage): upstream's mapping, hydra-submitit-launcher 1.2.0."""
+    import submitit
+
+    init_params = {"folder": params["submitit_folder"]}
+    specific_init_keys = {"max_num_timeout"}
+    init_params.update(**{f"{cluster}_{x}": y for x, y in params.items() if x in specific_init_keys})
+    init_keys = specific_init_keys | {"submitit_folder"}
+    executor = submitit.AutoExecutor(cluster=cluster, **init_params)
+    baseparams = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(
+        **{x if x in baseparams else f"{cluster}_{x}": y for x, y in params.items() if x not in init_keys}
+    )
+    return executor
+
+
 class _Launcher(BaseSubmititLauncher):
-    def __init__(self, wait: bool = True, **params: Any) -> None:
+    def __init__(self, wait: bool = True, stage: Optional[str] = None, **params: Any) -> None:
         super().__init__(**params)
         self.wait = wait
+        self.stage = stage
 
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
-        """In the job: run the cell (upstream), and put the traceback of a cell that raised
-        in its logs (train.log, the job's stderr); Hydra keeps it only in the JobReturn."""
+        """In the job: run the cell (upstream), put the traceback of a cell that raised in
+        its logs (train.log, the job's stderr; Hydra keeps it only in the JobReturn), and
+        end the job with exit status 1 when the cell failed."""
         ret = super().__call__(*args, **kwargs)
         error = ret._return_value
-        if ret.status == JobStatus.FAILED and isinstance(error, BaseException):
-            log.error("cell %s failed", " ".join(ret.overrides or []), exc_info=(type(error), error, error.__traceback__))
+        if ret.status == JobStatus.FAILED:
+            if isinstance(error, BaseException):
+                log.error("cell %s failed", " ".join(ret.overrides or []), exc_info=(type(error), error, error.__traceback__))
+            log.error("the job ends with exit status 1 (the cell failed): SLURM cancels the jobs that wait for it")
+            _exit_failed_after_result()
         return ret
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -112,20 +161,7 @@ class _Launcher(BaseSubmititLauncher):
         return str(self.config.hydra.job.name)
 
     def _executor(self) -> Any:
-        """A submitit executor with this launcher's parameters (upstream's, 1.2.0)."""
-        import submitit
-
-        params = self.params
-        init_params = {"folder": params["submitit_folder"]}
-        specific_init_keys = {"max_num_timeout"}
-        init_params.update(**{f"{self._EXECUTOR}_{x}": y for x, y in params.items() if x in specific_init_keys})
-        init_keys = specific_init_keys | {"submitit_folder"}
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
-        baseparams = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(
-            **{x if x in baseparams else f"{self._EXECUTOR}_{x}": y for x, y in params.items() if x not in init_keys}
-        )
-        return executor
+        return submitit_executor(self._EXECUTOR, self.params)
 
     def _submit(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[Any]:
         """Upstream's launch up to the submission (hydra-submitit-launcher 1.2.0)."""
@@ -167,6 +203,7 @@ class _Launcher(BaseSubmititLauncher):
                 {
                     "job_id": str(job.job_id),
                     "app": self._app,
+                    "stage": self.stage or self._app,
                     "executor": self._EXECUTOR,
                     "submitted": submitted,
                     "submitted_at": now(submitted),

@@ -25,7 +25,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
 from fls.cli import say
-from fls.errors import CellsFailed, Refusal, SweepError
+from fls.errors import CellsFailed, Refusal, Skipped, SweepError
 from fls.grid import cell_overrides, pack_seeds, packed_seeds
 from fls.rundir import SweepDir
 
@@ -46,6 +46,19 @@ class FlsSweeperConf:
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="fls", node=FlsSweeperConf, provider="fls-sweeps")
+
+
+SHOWN = 10  # skipped cells listed by name in a sweep's summary
+
+
+def _skips(value: Any) -> List[Skipped]:
+    """The cells of one job's return value that had nothing to use (a packed job returns a
+    value per cell)."""
+    if isinstance(value, Skipped):
+        return [value]
+    if isinstance(value, dict):
+        return [v for v in value.values() if isinstance(v, Skipped)]
+    return []
 
 
 def import_callable(path: str) -> Callable[[DictConfig], Any]:
@@ -110,23 +123,30 @@ class FlsSweeper(BasicSweeper):
 
         sweep_dir = SweepDir(self.config.hydra.sweep.dir)
         sweep_dir.path.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir.config)
+        # train's is the study's grid (sweep-status reads it); the other apps' go beside it
+        OmegaConf.save(self.config, sweep_dir.config_of(str(self.config.hydra.job.name)))
 
         returns: List[Sequence[JobReturn]] = []
         failed: List[JobReturn] = []
+        skipped: List[str] = []
         initial_job_idx = 0
         while not self.is_done():
             batch = self.get_job_batch()
             results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
             failed += [r for r in results if r.status == JobStatus.FAILED]
+            skipped += [s.reason for r in results if r.status == JobStatus.COMPLETED for s in _skips(r.return_value)]
             initial_job_idx += len(batch)
             returns.append(results)
 
-        if failed:
-            def cells(job: Sequence[str]) -> int:  # a packed job runs several
-                return len(packed_seeds(job) or [None])
+        def cells(job: Sequence[str]) -> int:  # a packed job runs several
+            return len(packed_seeds(job) or [None])
 
-            total = sum(cells(job) for b in self.overrides for job in b)
+        total = sum(cells(job) for b in self.overrides for job in b)
+        if skipped:
+            shown = skipped[:SHOWN] + ([f"... and {len(skipped) - SHOWN} more"] if len(skipped) > SHOWN else [])
+            log.warning("%d of %d cells skipped, with nothing to use:\n%s", len(skipped), total,
+                        "\n".join(f"  {line}" for line in shown))
+        if failed:
             lines = [
                 f"  {' '.join(r.overrides or [])}: {type(r._return_value).__name__}: {r._return_value}"
                 for r in failed
@@ -135,8 +155,9 @@ class FlsSweeper(BasicSweeper):
             n_failed = sum(len(getattr(r._return_value, "cells", None) or [None] * cells(r.overrides or []))
                            for r in failed)
             log.error("%d of %d cells failed:\n%s", n_failed, total, "\n".join(lines))
-            raise CellsFailed(
-                f"{n_failed} of {total} cells failed (the others finished); "
-                f"see each cell's train.log, or `make sweep-status`"
-            )
+            # a refusal's whole reason is its line above; anything else left a traceback in the cell's log
+            crashed = [r for r in failed if not isinstance(r._return_value, Refusal)]
+            where = (f"tracebacks in each failed cell's {self.config.hydra.job.name}.log, or `make sweep-status`"
+                     if crashed else "each one's reason is listed above")
+            raise CellsFailed(f"{n_failed} of {total} cells failed (the others finished); {where}")
         return returns
