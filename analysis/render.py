@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fls.rundir import artefact_file
+
 MISSING = "—"
 PM = "±"
 
@@ -152,7 +154,7 @@ def latex(artefact: Artefact) -> str:
 def write_table(artefact: Artefact, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{artefact.name}.{ext}" for ext in ("md", "csv", "tex")]
+    paths = [artefact_file(out_dir, artefact.name, ext) for ext in ("md", "csv", "tex")]
     paths[0].write_text(markdown(artefact))
     artefact.data.to_csv(paths[1], index=False)
     paths[2].write_text(latex(artefact))
@@ -165,11 +167,11 @@ def write_figure(figure, name: str, out_dir: Path, data: pd.DataFrame | None = N
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
+    paths = [artefact_file(out_dir, name, "png"), artefact_file(out_dir, name, "svg")]
     figure.savefig(paths[0], metadata={"Software": None})
     figure.savefig(paths[1], metadata={"Date": None})  # no timestamp: a re-run yields the same file
     plt.close(figure)
     if data is not None:
-        paths.append(out_dir / f"{name}.csv")
+        paths.append(artefact_file(out_dir, name, "csv"))
         data.to_csv(paths[-1], index=False)
     return paths

@@ -33,8 +33,8 @@ from fls.rundir import EPREWMEAN, SPS, X_AXIS, RunLayout
 from fls.wandb_results import eval_key
 from studies.stages import INFINITE, played_by
 
-TABLES = (("Table 3: evaluation scores", "table3.md"), ("Table 4: saliency metrics on Atari-HEAD", "table4.md"),
-          ("Table 5: Breakout vs BreakoutInfinite", "table5.md"))
+TABLES = (("Table 3: evaluation scores", "table3"), ("Table 4: saliency metrics on Atari-HEAD", "table4"),
+          ("Table 5: Breakout vs BreakoutInfinite", "table5"))
 OFFLINE_ENTITY = "<your W&B entity>"
 
 
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mode = args.mode or os.environ.get("WANDB_MODE") or "offline"
     layout = RunLayout(args.run_root)
-    out = layout.analysis_dir(args.study)
-    tables = {name: (out / name).read_text() for _, name in TABLES if (out / name).is_file()}
+    tables = {name: layout.artefact(args.study, name, "md").read_text() for _, name in TABLES
+              if layout.artefact(args.study, name, "md").is_file()}
     games = games_of(layout, args.study)
     if not games:
         raise ConfigError(f"no cells of study {args.study!r} under {args.run_root}/")
@@ -119,13 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - wandb's auth and network errors have no common type
             raise ServiceError(f"W&B does not answer ({type(e).__name__}: {e}); `wandb login`, or --mode offline") from None
     report, workspace = build(args.study, games, tables, entity or OFFLINE_ENTITY, args.project)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "wandb_report.json", json.dumps(_spec(report), indent=1) + "\n")
-    atomic_write_text(out / "wandb_workspace.json", json.dumps(_spec(workspace), indent=1) + "\n")
+    specs = layout.artefact(args.study, "wandb_report", "json"), layout.artefact(args.study, "wandb_workspace", "json")
+    specs[0].parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(specs[0], json.dumps(_spec(report), indent=1) + "\n")
+    atomic_write_text(specs[1], json.dumps(_spec(workspace), indent=1) + "\n")
     what = (f"report '{report.title}' ({len(games)} game panel(s), {len(tables)} table(s)) and workspace "
             f"'{workspace.name}' in {entity or OFFLINE_ENTITY}/{args.project}")
     if not online:
-        say(f"offline: would create {what}; specs in {out / 'wandb_report.json'} and {out / 'wandb_workspace.json'}. "
+        say(f"offline: would create {what}; specs in {specs[0]} and {specs[1]}. "
             "To publish: `wandb sync` the runs (README), then python -m studies.dashboard "
             f"--study {args.study} --run-root {args.run_root} --mode online")
         return 0
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         report.save()
         workspace.save()
     except Exception as e:  # noqa: BLE001 - as above
-        raise ServiceError(f"W&B did not take the {what} ({type(e).__name__}: {e}); the specs are in {out}") from None
+        raise ServiceError(f"W&B did not take the {what} ({type(e).__name__}: {e}); the specs are in {specs[0].parent}") from None
     say(f"created report {report.url} and workspace {workspace.url}")
     return 0
 

@@ -473,6 +473,11 @@ class CellLock:
             self._fd = None
 
 
+def artefact_file(analysis_dir: Path, name: str, ext: str) -> Path:
+    """`python -m analysis`'s file of one artefact: <analysis_dir>/<name>.<ext>."""
+    return Path(analysis_dir) / f"{name}.{ext}"
+
+
 class RunLayout:
     """All studies under one run root."""
 
@@ -484,6 +489,10 @@ class RunLayout:
 
     def analysis_dir(self, study: str) -> Path:
         return self.study_dir(study) / "analysis"
+
+    def artefact(self, study: str, name: str, ext: str) -> Path:
+        """An analysis artefact's file (table3 + md: the study's Table 3 as Markdown)."""
+        return artefact_file(self.analysis_dir(study), name, ext)
 
     def sweep(self, study: str) -> SweepDir:
         """The sweep files of a study: its directory is the sweep directory of its sweeps."""
