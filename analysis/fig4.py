@@ -8,7 +8,7 @@ the raw screen), with its own env settings, actions sampled as in evaluation, at
 `--replay-steps` agent steps (600); the two frames are at 1/3 and 2/3 of what it played. Each map is
 divided by the larger peak of its two frames, so the two frames of a pair compare.
 `--maps` draws a post-hoc map instead of (or beside) the model's own. A colour bar gives the
-scale: the overlay's colour (fls.saliency.overlay's colormap) and opacity both grow with the map.
+scale: the overlay's colour (fls.overlay's colormap) and opacity both grow with the map.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from fls.envs import make_vec_env  # noqa: E402
 from fls.evaluation import eval_seed  # noqa: E402
 from fls.rundir import RunLayout  # noqa: E402
 from fls.saliency import posthoc  # noqa: E402
-from fls.saliency.overlay import ALPHA, HEAT, overlay_on_screen  # noqa: E402
+from fls.overlay import ALPHA, HEAT, overlay_on_screen  # noqa: E402
 
 DEFAULT_GAMES = ("breakout", "seaquest")
 DEFAULT_MODELS = ("dense_fls", "sparse_fls")

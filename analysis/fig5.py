@@ -35,7 +35,7 @@ from fls.rundir import RunLayout  # noqa: E402
 from fls.saliency import posthoc  # noqa: E402
 from fls.saliency.atari_head import GAMES, AtariHead  # noqa: E402
 from fls.saliency.gaze import ProcessedFrame, play_trial  # noqa: E402
-from fls.saliency.overlay import overlay_on_screen  # noqa: E402
+from fls.overlay import overlay_on_screen  # noqa: E402
 
 SAMPLE = REPO / "data" / "atari_head_sample"
 PANEL_W, PANEL_H, DPI = 2.0, 2.9, 100

@@ -19,9 +19,9 @@ from omegaconf import DictConfig
 from fls.cli import app, check_command_line, partner
 from fls.config import cell_configs
 from fls.errors import Skipped
-from fls.evaluation import check_eval_config, evaluate_cells
+from fls.evaluation import evaluate_cells
 from fls.rundir import cell_from_config
-from fls.video import record_cell_video
+from fls.video import check_evaluate_config, record_cell_video
 from fls.zoo.entry import select
 
 log = logging.getLogger("evaluate")
@@ -30,7 +30,7 @@ log = logging.getLogger("evaluate")
 def evaluate(cfg: DictConfig):
     """Evaluate (or film) the cell `cfg` names, or under pack=seeds the cells of pack.seeds
     together (one vector env, all models called at each step)."""
-    check_eval_config(cfg)
+    check_evaluate_config(cfg)
     cfgs = cell_configs(cfg)
     cells = [select(one) or cell_from_config(one) for one in cfgs]
     if cfg.video:
@@ -50,5 +50,5 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    check_command_line("evaluate", check_eval_config)
+    check_command_line("evaluate", check_evaluate_config)
     main()

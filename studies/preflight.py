@@ -17,10 +17,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from fls.errors import ConfigError, Refusal
-from fls.evaluation import check_eval_config
 from fls.facts import CONF_DIR
-from fls.saliency.scoring import check_saliency_config
+from fls.saliency.checks import check_config as check_saliency_config
 from fls.training_cell import check_train_config
+from fls.video import check_evaluate_config
 from studies.stages import APP, EVALUATE, INFINITE, SALIENCY, TRAIN, stage_games
 
 # Agent steps a study may train on the local launchers without LAUNCHER=local being said:
@@ -30,8 +30,8 @@ LOCAL_STEPS_LIMIT = 1_000_000_000
 # stage -> its app's config check, and the overrides that make the stage's sweep
 CHECKS: dict[str, tuple[Callable[[Any], None], list[str]]] = {
     TRAIN: (check_train_config, []),
-    EVALUATE: (check_eval_config, []),
-    INFINITE: (check_eval_config, [f"eval.game={INFINITE}"]),
+    EVALUATE: (check_evaluate_config, []),
+    INFINITE: (check_evaluate_config, [f"eval.game={INFINITE}"]),
     SALIENCY: (check_saliency_config, []),
 }
 

@@ -32,18 +32,19 @@ from omegaconf import OmegaConf
 from fls import checkpoint, config, durable
 from fls.cli import check_overrides
 from fls.errors import CellDamaged, CellWriteError, CheckpointError, ConfigError
-from fls.evaluation import check_eval_config, evaluate_cells
+from fls.evaluation import evaluate_cells
 from fls.rundir import LOCK_PREFIX, PROVENANCE, WEIGHTS, RunLayout, ZooEntry, cell_from_config, read_eval_result
 from fls.saliency.checks import check_config as check_saliency_config
 from fls.saliency.scoring import score_cell
 from fls.train_log import MetricsCSV
+from fls.video import check_evaluate_config
 from fls.training_cell import check_train_config, open_training_cell
 from fls.zoo.entry import FORMAT, entries, install, read_entry, sha256
 from studies import status as sweep_status
 
 from conftest import PYTHON, REPO, copy_runs
 
-CHECKS = {"train": check_train_config, "evaluate": check_eval_config, "saliency": check_saliency_config}
+CHECKS = {"train": check_train_config, "evaluate": check_evaluate_config, "saliency": check_saliency_config}
 
 
 def compose_cfg(entry: str, *overrides: str):
@@ -305,7 +306,7 @@ EVAL = ("experiment=smoke", "game=mspacman", "model=nature_cnn", "eval.num_envs=
 
 def evaluate(root: Path, *overrides: str):
     cfg = compose_cfg("evaluate", *EVAL, f"run_root={root}", *overrides)
-    check_eval_config(cfg)
+    check_evaluate_config(cfg)
     cell = cell_from_config(cfg)
     return evaluate_cells([cfg], [cell])[0]
 

@@ -44,7 +44,6 @@ from fls.errors import CellDamaged, CellsRefused, ConfigError, NotTrained, Refus
 from fls.facts import as_int, changes
 from fls.games import eval_frame_limit, game_config
 from fls.rundir import CellDir, keep_eval_result, recover_eval_result, write_eval_result
-from fls.saliency import posthoc
 from fls.seed_pack import SeedPack, resolve_batching
 from fls.trained_cell import TrainedCell, open_trained_cell
 from fls.wandb_results import log_evaluation
@@ -82,11 +81,8 @@ def eval_seed(cfg: DictConfig) -> int:
     return int(cfg.eval.seed_offset) + 1000 * int(cfg.seed)
 
 
-# what a video's maps are divided by (fls.video.map_scales)
-VIDEO_SCALES = ("auto", "clip", "frame")
-
-
 def check_eval_config(cfg: DictConfig) -> None:
+    """The evaluation's settings (the evaluate app checks its videos' too: fls.video.check_evaluate_config)."""
     check_switches(cfg)
     seeds = pack_seeds(cfg)
     pack_batching(cfg)
@@ -101,15 +97,6 @@ def check_eval_config(cfg: DictConfig) -> None:
     check_env_config(cfg.env, game)
     if int(cfg.eval.seed_offset) + 1000 * max(seeds) + int(cfg.eval.num_envs) >= 2**31:
         raise ConfigError(f"eval.seed_offset={cfg.eval.seed_offset}: seeds must stay below 2**31")
-    if cfg.eval.video.map not in posthoc.MAPS:
-        raise ConfigError(f"eval.video.map={cfg.eval.video.map}: expected one of {', '.join(posthoc.MAPS)}")
-    if cfg.eval.video.scale not in VIDEO_SCALES:
-        raise ConfigError(f"eval.video.scale={cfg.eval.video.scale}: expected one of {', '.join(VIDEO_SCALES)}")
-    if "posthoc" in cfg.eval.video:  # in evaluate's config (conf/evaluate.yaml), not in train's
-        try:
-            posthoc.check_posthoc_config(cfg.eval.video.posthoc, "eval.video.posthoc")
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
 
 
 def shares(games: int, num_envs: int) -> np.ndarray:

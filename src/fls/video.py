@@ -30,11 +30,12 @@ from PIL import Image, ImageDraw
 
 from fls.durable import atomic_write_text
 from fls.envs import AtariVec, make_vec_env
-from fls.evaluation import eval_game, eval_seed
+from fls.errors import ConfigError
+from fls.evaluation import check_eval_config, eval_game, eval_seed
 from fls.rundir import CellDir
 from fls.saliency import posthoc
 from fls.saliency.ball import map_at_ball
-from fls.saliency.overlay import HEAT, overlay, overlay_on_screen
+from fls.overlay import HEAT, overlay, overlay_on_screen
 from fls.trained_cell import TrainedCell, open_trained_cell
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,24 @@ def contact_sheet(frames: list[np.ndarray], steps: list[int], columns: int = 4, 
         draw.text((x + 6, y + 4), f"step {step}: screen", fill="white")
         draw.text((x + half + 6, y + 4), "84x84 input", fill="white")
     return sheet
+
+
+# what a video's maps are divided by (map_scales; auto: clip for the model's own, frame for post hoc)
+SCALES = ("auto", "clip", "frame")
+
+
+def check_evaluate_config(cfg: DictConfig) -> None:
+    """The evaluate app's settings: the evaluation's (fls.evaluation) and its videos' (eval.video)."""
+    check_eval_config(cfg)
+    if cfg.eval.video.map not in posthoc.MAPS:
+        raise ConfigError(f"eval.video.map={cfg.eval.video.map}: expected one of {', '.join(posthoc.MAPS)}")
+    if cfg.eval.video.scale not in SCALES:
+        raise ConfigError(f"eval.video.scale={cfg.eval.video.scale}: expected one of {', '.join(SCALES)}")
+    if "posthoc" in cfg.eval.video:  # in evaluate's config (conf/evaluate.yaml), not in train's
+        try:
+            posthoc.check_posthoc_config(cfg.eval.video.posthoc, "eval.video.posthoc")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def map_scales(maps: list[np.ndarray | None], how: str) -> list[float]:

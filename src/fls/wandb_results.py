@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 from fls.errors import CellDamaged
 from fls.rundir import CellDir
-from fls.saliency.overlay import overlay_on_screen
+from fls.overlay import overlay_on_screen
 from fls.train_log import WandbRun
 
 log = logging.getLogger(__name__)
