@@ -33,7 +33,8 @@ from analysis.intervals import MIN_RUNS, Bootstrap, describe, estimate, fmt_inte
 from analysis.render import MISSING, Artefact, FigureArtefact, Skipped  # noqa: E402
 from analysis.style import game_label, model_label  # noqa: E402
 from fls.rundir import RunLayout  # noqa: E402
-from fls.saliency import checks, fidelity, posthoc, sanity  # noqa: E402
+from fls.saliency import fidelity, posthoc, sanity  # noqa: E402
+from fls import saliency_checks  # noqa: E402
 
 SOURCES = {"games": "evaluation games", "atari_head": "Atari-HEAD"}
 # (check, measure): the table's columns, in order, with their labels
@@ -63,14 +64,14 @@ def collect(run_root: Path | str, study: str, grid: Grid, preset: str = "spec") 
     """Every seed's check results of the study (read_cell: the newest checkpoint's), with
     game, model and seed columns."""
     layout = RunLayout(run_root)
-    parts: dict[str, list[pd.DataFrame]] = {c: [] for c in checks.CHECKS}
+    parts: dict[str, list[pd.DataFrame]] = {c: [] for c in saliency_checks.CHECKS}
     for game in grid.games:
         for model in grid.models:
             for seed in grid.seeds:
                 cell = layout.cell(study, game, model, seed)
                 if not (cell.saliency_dir / "checks").is_dir():
                     continue
-                for check, rows in checks.read_cell(cell, preset).items():
+                for check, rows in saliency_checks.read_cell(cell, preset).items():
                     if len(rows):
                         parts[check].append(rows.assign(game=game, model=model, seed=seed))
     return {c: pd.concat(p, ignore_index=True) for c, p in parts.items() if p}
@@ -86,7 +87,7 @@ def per_frame(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
         if rows is None:
             continue
         if check == "randomization":
-            rows = checks.full_randomization(rows)
+            rows = saliency_checks.full_randomization(rows)
         column = rows[keys + [measure]].rename(columns={measure: f"{check}/{measure}"})
         wide = column if wide is None else wide.merge(column, on=keys, how="outer")
     return wide if wide is not None else pd.DataFrame(columns=keys)
@@ -169,7 +170,7 @@ def _source(rows: pd.DataFrame) -> str:
 
 
 def _stage_label(stage: str) -> str:
-    if stage == checks.TRAINED:
+    if stage == saliency_checks.TRAINED:
         return "trained"
     if stage in (sanity.ATTENTION, sanity.RANDOM):
         return f"{stage}\n(alone)" if stage == sanity.ATTENTION else "fresh\nmodel"
@@ -198,7 +199,7 @@ def _randomization_grid(rows: pd.DataFrame, game: str, model: str, seed: int, so
     maps = map_order(rows["map"])
     stages = rows[["stage_index", "stage"]].drop_duplicates().sort_values("stage_index")
     names = list(stages["stage"])
-    probe_obs = rows[(rows["stage"] == checks.TRAINED) & rows["probe_obs"].notna()]["probe_obs"].iloc[0]
+    probe_obs = rows[(rows["stage"] == saliency_checks.TRAINED) & rows["probe_obs"].notna()]["probe_obs"].iloc[0]
     obs = np.frombuffer(probe_obs, dtype=np.uint8).reshape(84, 84)
     cols = len(names) + 2  # the frame, the stages, the curve
     fig, axes = plt.subplots(len(maps), cols, figsize=(1.25 * (cols - 1) + 2.6, 1.35 * len(maps) + 0.9), dpi=100,
@@ -253,7 +254,7 @@ def _randomization_grid(rows: pd.DataFrame, game: str, model: str, seed: int, so
 
 
 def build_fidelity(results: dict[str, pd.DataFrame], grid: Grid) -> list[FigureArtefact]:
-    parts = [results[c] for c in checks.FIDELITY if c in results]
+    parts = [results[c] for c in saliency_checks.FIDELITY if c in results]
     if not parts:
         return []
     rows = pd.concat(parts, ignore_index=True)
@@ -265,7 +266,7 @@ def build_fidelity(results: dict[str, pd.DataFrame], grid: Grid) -> list[FigureA
         source = _source(mine)
         mine = mine[mine["source"] == source]
         models = [m for m in grid.models if m in set(mine["model"])]
-        panels = [(check, curve) for check in checks.FIDELITY if check in set(mine["check"]) for curve in ("kl", "prob")]
+        panels = [(check, curve) for check in saliency_checks.FIDELITY if check in set(mine["check"]) for curve in ("kl", "prob")]
         fig, axes = plt.subplots(len(models), len(panels), figsize=(2.7 * len(panels), 2.3 * len(models) + 0.6),
                                  dpi=100, squeeze=False)
         data = []

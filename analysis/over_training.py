@@ -4,7 +4,7 @@ snapshot on fixed probe frames, and its score, one figure per cell
 (`over_training_<game>_<model>`, first seed with snapshots).
 
 - Probe frames: frames of the cell's own game played greedily by its final model from the
-  evaluation seeds (fls.saliency.checks.game_frames: a frame every `every` agent steps from
+  evaluation seeds (fls.saliency_checks.game_frames: a frame every `every` agent steps from
   `start`), the same frames for every snapshot; and, where the game has Atari-HEAD trials
   (`--atari-head`, else $ATARI_HEAD_ROOT, else the bundled sample), frames of its trials.
 - Scores: on a game whose config locates the ball (Breakout), how often the map is on the
@@ -34,14 +34,14 @@ from analysis.grid import Grid  # noqa: E402
 from analysis.render import FigureArtefact  # noqa: E402
 from analysis.style import game_label, model_label  # noqa: E402
 from fls.errors import CheckpointError  # noqa: E402
+from fls.overlay import overlay_on_screen  # noqa: E402
 from fls.rundir import RunLayout  # noqa: E402
 from fls.saliency import posthoc  # noqa: E402
 from fls.saliency.ball import ball_position, map_at_ball  # noqa: E402
-from fls.saliency.checks import Frames, atari_head_plan, game_frames  # noqa: E402
 from fls.saliency.gaze import RAW_SHAPE, fixation_map  # noqa: E402
 from fls.saliency.metrics import nss, upscale_saliency  # noqa: E402
+from fls.saliency_checks import Frames, atari_head_plan, game_frames  # noqa: E402
 from fls.trained_cell import load_model, load_snapshot  # noqa: E402
-from fls.video import overlay_on_screen  # noqa: E402
 
 PROBE_FRAMES = 64
 EVERY = 10

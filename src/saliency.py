@@ -23,8 +23,8 @@ from fls.cli import app, check_command_line, partner
 from fls.config import cell_configs
 from fls.errors import Skipped
 from fls.rundir import cell_from_config
-from fls.saliency.checks import asked, check_config, run_checks, scores_gaze
-from fls.saliency.scoring import score_cell
+from fls.saliency_checks import asked, check_config, run_checks, scores_gaze
+from fls.gaze_scores import score_cell
 from fls.zoo.entry import select
 
 log = logging.getLogger("saliency_metrics")

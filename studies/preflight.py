@@ -18,7 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from fls.errors import ConfigError, Refusal
 from fls.facts import CONF_DIR
-from fls.saliency.checks import check_config as check_saliency_config
+from fls.saliency_checks import check_config as check_saliency_config
 from fls.training_cell import check_train_config
 from fls.video import check_evaluate_config
 from studies.stages import APP, EVALUATE, INFINITE, SALIENCY, TRAIN, stage_games

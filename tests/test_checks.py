@@ -17,9 +17,10 @@ from hydra import compose, initialize_config_dir
 from analysis.__main__ import main as analysis_main
 from fls import checkpoint
 from fls.errors import ConfigError
+from fls.gaze_scores import read_key
 from fls.rundir import RunLayout
-from fls.saliency import checks, sanity
-from fls.saliency.scoring import read_key
+from fls.saliency import sanity
+from fls import saliency_checks
 from fls.trained_cell import load_model
 from fls.zoo.entry import install
 
@@ -56,24 +57,24 @@ def mtimes(c) -> dict[Path, int]:
 def test_the_checks_write_every_map_and_baseline_per_frame_on_both_sources(checked: Path):
     c = cell(checked)
     names = {p.relative_to(c.saliency_checks_dir()).as_posix() for p in c.saliency_check_files()}
-    expected = {f"{source}/randomization_{m}.parquet" for source in checks.SOURCES for m in ("model", "jacobian")}
-    expected |= {f"{source}/{check}_{m}.parquet" for source in checks.SOURCES for check in checks.FIDELITY
+    expected = {f"{source}/randomization_{m}.parquet" for source in saliency_checks.SOURCES for m in ("model", "jacobian")}
+    expected |= {f"{source}/{check}_{m}.parquet" for source in saliency_checks.SOURCES for check in saliency_checks.FIDELITY
                  for m in ("model", "jacobian", "random", "center")}
     assert names == expected
-    results = checks.read_cell(c)
+    results = saliency_checks.read_cell(c)
     rows = results["randomization"]
     stages = [s.name for s in sanity.stages(_model(c))]
     per_map = rows[(rows["map"] == "jacobian") & (rows["source"] == "games")]
-    assert list(per_map.drop_duplicates("stage_index")["stage"]) == [checks.TRAINED, *stages]
+    assert list(per_map.drop_duplicates("stage_index")["stage"]) == [saliency_checks.TRAINED, *stages]
     assert len(per_map) == 3 * (len(stages) + 1)
-    trained = per_map[per_map["stage"] == checks.TRAINED]
+    trained = per_map[per_map["stage"] == saliency_checks.TRAINED]
     assert (trained[list(sanity.SIMILARITIES)] == 1).all().all()
     # the probe's maps are kept for the figure: one per stage, on frame 0
     assert per_map["probe"].notna().sum() == len(stages) + 1 and (per_map[per_map["probe"].notna()]["frame"] == 0).all()
     # the frames: greedy evaluation games at steps 0, 2, 4 and the sample's trial at processed frames 0, 2, 4
-    games = per_map[per_map["stage"] == checks.TRAINED]
+    games = per_map[per_map["stage"] == saliency_checks.TRAINED]
     assert list(games["step"]) == [0, 2, 4] and (games["origin"] == 0).all()
-    head = rows[(rows["source"] == "atari_head") & (rows["stage"] == checks.TRAINED) & (rows["map"] == "model")]
+    head = rows[(rows["source"] == "atari_head") & (rows["stage"] == saliency_checks.TRAINED) & (rows["map"] == "model")]
     assert list(head["step"]) == [0, 8, 16] and (head["origin"] == TRIAL).all()
     fid = results["deletion"]
     assert set(fid["map"]) == {"model", "jacobian", "random", "center"}
@@ -101,11 +102,11 @@ def test_a_rerun_reuses_the_results_and_changed_settings_follow_the_gaze_scores_
     # a setting that changes the numbers: refused naming it, nothing touched (in one line: fls.cli)
     where = (f"run_root={checked}", f"saliency.root={atari_head_sample}", "model=sparse_fls", *FAST)
     with pytest.raises(ConfigError) as e:
-        checks.run_checks(compose_saliency(*where, ALL, "saliency.check.top_k=0.2"), c)
+        saliency_checks.run_checks(compose_saliency(*where, ALL, "saliency.check.top_k=0.2"), c)
     assert "saliency.check.top_k: 0.1 -> 0.2" in str(e.value) and "saliency.overwrite=true" in str(e.value)
     assert mtimes(c) == before
     # overwrite=true replaces them
-    checks.run_checks(compose_saliency(*where, "saliency.checks=[randomization]", "saliency.check.top_k=0.2",
+    saliency_checks.run_checks(compose_saliency(*where, "saliency.checks=[randomization]", "saliency.check.top_k=0.2",
                                        "saliency.overwrite=true"), c)
     path = c.saliency_check("games", "randomization", "model")
     assert mtimes(c)[path] != before[path] and read_key(path)["settings"]["top_k"] == 0.2
@@ -129,7 +130,7 @@ def compose_saliency(*overrides: str):
 ])
 def test_bad_checks_or_settings_are_one_line(overrides, complaint):
     with pytest.raises(ConfigError) as e:
-        checks.check_config(compose_saliency(*overrides))
+        saliency_checks.check_config(compose_saliency(*overrides))
     assert complaint in str(e.value) and "\n" not in str(e.value)
 
 
@@ -145,9 +146,9 @@ def test_a_bad_check_is_refused_before_anything_is_written(mspacman_smoke_runs, 
 
 def test_checks_run_on_a_game_atari_head_never_recorded():
     cfg = compose_saliency("game=beamrider", ALL)
-    checks.check_config(cfg)  # the gaze scores alone refuse it (tests/test_saliency_scoring.py)
-    assert not checks.scores_gaze(cfg)
-    assert checks.atari_head_plan(cfg, 3, 1, 0) is None
+    saliency_checks.check_config(cfg)  # the gaze scores alone refuse it (tests/test_saliency_scoring.py)
+    assert not saliency_checks.scores_gaze(cfg)
+    assert saliency_checks.atari_head_plan(cfg, 3, 1, 0) is None
 
 
 def test_the_analysis_draws_the_table_and_figures(checked: Path, capsys):
@@ -160,14 +161,14 @@ def test_the_analysis_draws_the_table_and_figures(checked: Path, capsys):
     baselines = table[table["map"].isin(["random", "center"])]
     assert set(baselines["check"]) == {"deletion", "insertion"}  # no randomisation of a baseline order
     # the values are the per-frame results' means
-    rows = checks.full_randomization(checks.read_cell(cell(checked))["randomization"])
+    rows = saliency_checks.full_randomization(saliency_checks.read_cell(cell(checked))["randomization"])
     expected = rows[(rows["map"] == "model") & (rows["source"] == "games")]["spearman"].mean()
     assert own["value"] == pytest.approx(expected)
     # full randomisation is each cell's own last stage: a model with a shorter cascade keeps its rows
-    shorter = checks.read_cell(cell(checked))["randomization"]
+    shorter = saliency_checks.read_cell(cell(checked))["randomization"]
     last = shorter["stage_index"][shorter["cascade"]].max()
     both = pd.concat([shorter.assign(model="a"), shorter[shorter["stage_index"] != last].assign(model="b")])
-    full = checks.full_randomization(both)
+    full = saliency_checks.full_randomization(both)
     assert set(full["model"]) == {"a", "b"}
     assert (full[full["model"] == "b"]["stage_index"] == last - 1).all()
     analysis = checked / "smoke" / "analysis"

@@ -34,8 +34,8 @@ from fls.cli import check_overrides
 from fls.errors import CellDamaged, CellWriteError, CheckpointError, ConfigError
 from fls.evaluation import evaluate_cells
 from fls.rundir import LOCK_PREFIX, PROVENANCE, WEIGHTS, RunLayout, ZooEntry, cell_from_config, read_eval_result
-from fls.saliency.checks import check_config as check_saliency_config
-from fls.saliency.scoring import score_cell
+from fls.saliency_checks import check_config as check_saliency_config
+from fls.gaze_scores import score_cell
 from fls.train_log import MetricsCSV
 from fls.video import check_evaluate_config
 from fls.training_cell import check_train_config, open_training_cell

@@ -1,6 +1,6 @@
 """Checks on composed configs that every app shares: one clear line for bad input, before
 anything is written. Each app's own check (fls.training_cell.check_train_config,
-fls.video.check_evaluate_config, fls.saliency.checks.check_config) is built of
+fls.video.check_evaluate_config, fls.saliency_checks.check_config) is built of
 these; reading a value as a number is fls.facts'.
 """
 

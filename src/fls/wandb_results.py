@@ -1,6 +1,6 @@
 """Evaluation and saliency results, to the cell's W&B run when `logger=wandb`.
 
-Evaluation (fls.evaluation) and Atari-HEAD scoring (fls.saliency.scoring) call these where
+Evaluation (fls.evaluation) and Atari-HEAD scoring (fls.gaze_scores) call these where
 they publish a new result. The cell's training run is resumed (its id is in status.json)
 as a segment of job type `evaluate` or `saliency`, so W&B shows a cell's curves and its
 results in one run; a cell trained without W&B gets a run of its own, named, grouped and

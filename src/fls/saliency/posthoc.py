@@ -3,7 +3,7 @@
 Every method answers the same question for a batch of uint8 stacks N x 4 x 84 x 84: how
 much does each pixel of the 84 x 84 input matter to the policy? The answer is an
 N x 84 x 84 map, float32, >= 0, on the grid of the agent's input, so the Atari-HEAD
-scoring (fls.saliency.scoring) and the videos (fls.video) treat them all alike.
+scoring (fls.gaze_scores) and the videos (fls.video) treat them all alike.
 
 - `model`: the attention map the model draws for free (FLS, DAQN, RS-PPO; not nature_cnn);
 - `jacobian`: |d logit of the chosen action / d input| (Simonyan et al. 2014), max over the

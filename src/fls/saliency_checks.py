@@ -22,7 +22,7 @@ where it has one and each post-hoc method of fls.saliency.posthoc):
 Each (source, check, map) is one file, CellDir.saliency_check: per frame (randomization: per
 frame and stage, with the maps of the first frame, the probe, for the figure; fidelity: the
 two areas and both curves), the key it was computed under in its metadata, written atomically
-with page checksums (fls.saliency.scoring.write_frames). The cache follows the gaze scores'
+with page checksums (fls.gaze_scores.write_frames). The cache follows the gaze scores'
 rules: a file of the same key is read instead of recomputed, a damaged one recomputed; another
 checkpoint or another copy of the data recomputes it; other settings under the same
 saliency.preset are refused in one line (saliency.preset=<new name> keeps both,
@@ -56,7 +56,7 @@ from fls.saliency.fidelity import FidelitySettings
 from fls.saliency.gaze import ALIGNMENTS, play_trial, processed_indices
 from fls.saliency.posthoc import PostHocSettings
 from fls.saliency.sanity import SanitySettings
-from fls.saliency.scoring import (check_saliency_config, is_cached, open_dataset, read_frames, read_key, select_trials,
+from fls.gaze_scores import (check_saliency_config, is_cached, open_dataset, read_frames, read_key, select_trials,
                                   write_frames)
 from fls.trained_cell import TrainedCell, open_trained_cell
 
@@ -323,7 +323,7 @@ def result_key(cfg: DictConfig, plan: FramePlan, check: str, name: str, settings
 
 
 def refuse_other_settings(path: Path, file_key: dict[str, Any] | None, key: dict[str, Any]) -> None:
-    """The gaze scores' rule (fls.saliency.scoring.refuse_other_settings): a file of the same
+    """The gaze scores' rule (fls.gaze_scores.refuse_other_settings): a file of the same
     preset computed with other settings is not replaced without saliency.overwrite=true."""
     if file_key is None:
         return

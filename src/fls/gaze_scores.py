@@ -103,7 +103,7 @@ def check_saliency_config(cfg: DictConfig) -> None:
     resolve_device(cfg.device)
     check_threads(cfg.torch_threads)
     ah = cfg.saliency
-    # the saliency checks (fls.saliency.checks) run on any game: gaze is scored where Atari-HEAD has it
+    # the saliency checks (fls.saliency_checks) run on any game: gaze is scored where Atari-HEAD has it
     gaze = not ah.get("checks") or cfg.game.name in GAMES
     if gaze:
         atari_head_game(cfg.game.name)
