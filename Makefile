@@ -77,6 +77,7 @@ readme-numbers: $(SETUP) ## rerun the commands whose numbers the README shows (d
 	$(MAKE) study EXPERIMENT=demo RUN_ROOT="$(README_RUNS)"
 	cp "$(README_RUNS)/demo/analysis/table3.md" "$(README_NUMBERS)/demo_table3.md"
 	cp "$(README_RUNS)/demo/analysis/poi.md" "$(README_NUMBERS)/demo_poi.md"
+	cp "$(README_RUNS)/demo/analysis/poi.png" "$(README_NUMBERS)/demo_poi.png"
 	$(MAKE) saliency-demo RUN_ROOT="$(README_RUNS)"
 	cp "$(README_RUNS)/saliency_demo/analysis/table4.md" "$(README_NUMBERS)/saliency_demo_table4.md"
 	$(MAKE) posthoc-demo RUN_ROOT="$(README_RUNS)"
