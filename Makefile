@@ -84,7 +84,7 @@ readme-numbers: $(SETUP) ## rerun the commands whose numbers the README shows (d
 	cp "$(README_RUNS)/saliency_demo/analysis/table4.md" "$(README_NUMBERS)/posthoc_demo_table4.md"
 
 test: $(SETUP) ## the default test suite (what CI runs), one worker per core
-	$(PY) -m pytest -n auto $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto --dist worksteal --durations=15 $(PYTEST_ARGS)
 
 test-slow: $(SETUP) ## the slow tests (longer real runs, torch.compile)
 	$(PY) -m pytest -n auto -m slow $(PYTEST_ARGS)
