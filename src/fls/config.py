@@ -116,6 +116,18 @@ def check_name(key: str, value: Any) -> str:
     return value
 
 
+def check_listed(key: str, value: Any, accepted: tuple[str, ...] | list[str], expected: str = "one of") -> list[str]:
+    """A list setting (or one name) whose every entry is one of `accepted`: its entries in
+    order, each once. `expected` words the refusal ("some of" where several are asked for)."""
+    values = [value] if isinstance(value, str) else list(value or [])
+    if not values:
+        raise ConfigError(f"{key}=[]: give at least one of {', '.join(accepted)}")
+    for v in values:
+        if v not in accepted:
+            raise ConfigError(f"{key}={v}: expected {expected} {', '.join(accepted)}")
+    return list(dict.fromkeys(values))
+
+
 def check_writable(key: str, path: Path | str) -> None:
     """`path` can be created and written: its first existing ancestor is a folder we may
     write in (probed with a temporary file that is removed at once)."""

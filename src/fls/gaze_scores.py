@@ -36,7 +36,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fls.config import check_switches, check_threads, pack_seeds, resolve_device
+from fls.config import check_listed, check_switches, check_threads, pack_seeds, resolve_device
 from fls.durable import atomic_write_bytes, atomic_write_text, remove_temporaries
 from fls.errors import AtariHeadError, ConfigError
 from fls.facts import as_int, changes
@@ -68,16 +68,6 @@ KEY_FIELD = b"fls_saliency_key"
 # ---------------------------------------------------------------------------------------
 
 
-def _names(key: str, value: Any, accepted: tuple[str, ...] | list[str]) -> list[str]:
-    values = [value] if isinstance(value, str) else list(value or [])
-    if not values:
-        raise ConfigError(f"{key}=[]: give at least one of {', '.join(accepted)}")
-    for v in values:
-        if v not in accepted:
-            raise ConfigError(f"{key}={v}: expected one of {', '.join(accepted)}")
-    return list(dict.fromkeys(values))
-
-
 def atari_head_game(game: str) -> str:
     """The registry game's Atari-HEAD name, or a ConfigError for a game never recorded."""
     if game in GAMES:
@@ -107,8 +97,8 @@ def check_saliency_config(cfg: DictConfig) -> None:
     gaze = not ah.get("checks") or cfg.game.name in GAMES
     if gaze:
         atari_head_game(cfg.game.name)
-    _names("saliency.resolutions", ah.resolutions, list(RESOLUTIONS))
-    _names("saliency.frame_alignments", ah.frame_alignments, ALIGNMENTS)
+    check_listed("saliency.resolutions", ah.resolutions, list(RESOLUTIONS))
+    check_listed("saliency.frame_alignments", ah.frame_alignments, ALIGNMENTS)
     if not isinstance(ah.preset, str) or not PRESET.match(ah.preset):
         raise ConfigError(f"saliency.preset={ah.preset}: expected a name of lower-case letters, digits and '_'")
     if ah.normalize not in NORMALIZATIONS:
@@ -118,9 +108,9 @@ def check_saliency_config(cfg: DictConfig) -> None:
     if ah.stack_fill not in STACK_FILLS:
         raise ConfigError(f"saliency.stack_fill={ah.stack_fill}: expected one of {', '.join(STACK_FILLS)}")
     if ah.baselines:
-        _names("saliency.baselines", ah.baselines, BASELINES)
+        check_listed("saliency.baselines", ah.baselines, BASELINES)
     if ah.maps:
-        _names("saliency.maps", ah.maps, posthoc.MAPS)
+        check_listed("saliency.maps", ah.maps, posthoc.MAPS)
     elif not ah.baselines:
         raise ConfigError("saliency.maps=[] and saliency.baselines=[]: nothing to score; "
                           f"give maps of {', '.join(posthoc.MAPS)} or baselines of {', '.join(BASELINES)}")
@@ -458,7 +448,7 @@ def _score(cfg: DictConfig, cell: CellDir, trained: TrainedCell) -> pd.DataFrame
     ah = cfg.saliency
     model, device = trained.model, trained.device
     drawn = []
-    for name in _names("saliency.maps", ah.maps, posthoc.MAPS) if ah.maps else []:
+    for name in check_listed("saliency.maps", ah.maps, posthoc.MAPS) if ah.maps else []:
         why = posthoc.needs(name, model)
         if why:
             log.info("%s: %s; not scoring saliency.maps=%s", cell.cell.key, why, name)
@@ -470,8 +460,8 @@ def _score(cfg: DictConfig, cell: CellDir, trained: TrainedCell) -> pd.DataFrame
                           "attention map, so there is nothing to score; add post-hoc maps (saliency.maps=[jacobian]) or baselines")
     settings = Settings.from_config(ah)
     key = cache_key(settings, trained.global_step, maps)
-    resolutions = _names("saliency.resolutions", ah.resolutions, list(RESOLUTIONS))
-    alignments = _names("saliency.frame_alignments", ah.frame_alignments, ALIGNMENTS)
+    resolutions = check_listed("saliency.resolutions", ah.resolutions, list(RESOLUTIONS))
+    alignments = check_listed("saliency.frame_alignments", ah.frame_alignments, ALIGNMENTS)
     dataset = open_dataset(cfg)
     infos = select_trials(dataset, cfg.game.name, ah.trials, settings.highscore_trials)
 

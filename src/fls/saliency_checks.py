@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fls.config import check_listed
 from fls.durable import remove_temporaries
 from fls.envs import make_vec_env
 from fls.errors import ConfigError
@@ -93,8 +94,8 @@ class CheckSettings:
     @classmethod
     def from_config(cls, c: DictConfig) -> CheckSettings:
         """The settings of `saliency.check`, or a ConfigError naming the first bad one."""
-        maps = None if c.maps is None else tuple(_listed("saliency.check.maps", c.maps, posthoc.MAPS))
-        sources = tuple(_listed("saliency.check.sources", c.sources, SOURCES))
+        maps = None if c.maps is None else tuple(check_listed("saliency.check.maps", c.maps, posthoc.MAPS, "some of"))
+        sources = tuple(check_listed("saliency.check.sources", c.sources, SOURCES, "some of"))
         numbers = {}
         for key, low in (("frames", 1), ("every", 1), ("start", 0), ("steps", 1), ("batch", 1), ("seed", 0)):
             numbers[key] = as_int(f"saliency.check.{key}", c[key])
@@ -111,20 +112,10 @@ class CheckSettings:
                                     batch=numbers["batch"]))
 
 
-def _listed(key: str, value: Any, accepted: tuple[str, ...]) -> list[str]:
-    values = [value] if isinstance(value, str) else list(value or [])
-    if not values:
-        raise ConfigError(f"{key}=[]: give at least one of {', '.join(accepted)}")
-    for v in values:
-        if v not in accepted:
-            raise ConfigError(f"{key}={v}: expected some of {', '.join(accepted)}")
-    return list(dict.fromkeys(values))
-
-
 def asked(cfg: DictConfig) -> list[str]:
     """The checks of saliency.checks ([] when none)."""
     value = cfg.saliency.get("checks")
-    return _listed("saliency.checks", value, CHECKS) if value else []
+    return check_listed("saliency.checks", value, CHECKS, "some of") if value else []
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -237,7 +228,7 @@ def atari_head_plan(cfg: DictConfig, n: int, every: int, start: int) -> FramePla
     dataset = open_dataset(cfg)
     if not _trials_on_disk(dataset, cfg) and ah.trials is None:
         return None
-    alignment = _listed("saliency.frame_alignments", ah.frame_alignments, ALIGNMENTS)[0]
+    alignment = check_listed("saliency.frame_alignments", ah.frame_alignments, ALIGNMENTS, "some of")[0]
     used, count = [], 0
     for info in select_trials(dataset, cfg.game.name, ah.trials, bool(ah.highscore_trials)):
         trial = dataset.load(info)
