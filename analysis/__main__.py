@@ -185,19 +185,19 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in rest:
         if name == "checks":
-            built = checks.build_table(args.run_root, args.study, grid, bootstrap, args.preset)
+            results = checks.collect(args.run_root, args.study, grid, args.preset)  # once: the table and figures
+            built = checks.build_table(args.run_root, args.study, grid, bootstrap, args.preset, results=results)
             if isinstance(built, Skipped) and args.artefact != name:
                 continue  # `all`: a study without checks says nothing of them
             show(name, built, out_dir)
             if not isinstance(built, Skipped):
-                results = checks.collect(args.run_root, args.study, grid, args.preset)
                 for figure in checks.build_randomization(results, grid) + checks.build_fidelity(results, grid):
                     show(figure.name, figure, out_dir)
             continue
         if name == "over_training":
             figures = over_training.build(args.run_root, args.study, grid, maps, args.atari_head or fig5.default_root(),
                                           args.probe_frames)
-            if not figures and args.artefact == name:
+            if not figures:  # asked for by name: `all` leaves it out
                 print(f"over_training: no cell of study {args.study!r} kept snapshots (src/train.py ... snapshots=<n>); "
                       "skipped\n")
             for figure in figures:

@@ -41,7 +41,7 @@ from fls.saliency.ball import ball_position, map_at_ball  # noqa: E402
 from fls.saliency.gaze import RAW_SHAPE, fixation_map  # noqa: E402
 from fls.saliency.metrics import nss, upscale_saliency  # noqa: E402
 from fls.saliency_checks import Frames, atari_head_plan, game_frames  # noqa: E402
-from fls.trained_cell import load_model, load_snapshot  # noqa: E402
+from fls.trained_cell import TrainedCell, load_model, load_snapshot  # noqa: E402
 
 PROBE_FRAMES = 64
 EVERY = 10
@@ -51,10 +51,9 @@ MEASURES = {"on_ball": "map on the ball", "on_ball_control": "control: at anothe
             "nss": "NSS against gaze (Atari-HEAD)"}
 
 
-def probe_frames(cell, atari_head: Path | None, n: int = PROBE_FRAMES) -> tuple[dict[str, Frames], object, int]:
-    """({source: frames}, the cell's game config, the final model's agent step) of a cell."""
-    final = load_model(cell, torch.device("cpu"))
-    cfg = OmegaConf.create(cell.recorded_config())
+def probe_frames(final: TrainedCell, atari_head: Path | None, n: int = PROBE_FRAMES) -> tuple[dict[str, Frames], object]:
+    """({source: frames}, the cell's game config) of a cell, played by its final model."""
+    cfg = OmegaConf.create(final.cell.recorded_config())
     frames = {"games": game_frames(final, cfg, n, EVERY, START, screens=True)}
     if atari_head is not None:
         head = OmegaConf.merge(cfg, {"saliency": {"root": str(atari_head), "trials": None, "highscore_trials": True,
@@ -62,7 +61,7 @@ def probe_frames(cell, atari_head: Path | None, n: int = PROBE_FRAMES) -> tuple[
         plan = atari_head_plan(head, n, 1, 0)
         if plan is not None:
             frames["atari_head"] = plan.collect()
-    return frames, cfg.game, final.global_step
+    return frames, cfg.game
 
 
 def scores(maps: np.ndarray, frames: Frames, game) -> dict[str, tuple[float, int]]:
@@ -90,16 +89,17 @@ def build(run_root: Path | str, study: str, grid: Grid, maps: list[str], atari_h
             for seed in grid.seeds:
                 cell = layout.cell(study, game, model, seed)
                 if len(cell.snapshots()) and cell.has_checkpoint() and cell.config.exists():
-                    final = load_model(cell, torch.device("cpu")).model
-                    if any(not posthoc.needs(m, final) for m in maps):  # else: none of the maps asked for
-                        out.append(figure(cell, maps, atari_head, n))
+                    final = load_model(cell, torch.device("cpu"))  # once: it plays the probe frames too
+                    if any(not posthoc.needs(m, final.model) for m in maps):  # else: none of the maps asked for
+                        out.append(figure(final, maps, atari_head, n))
                     break
     return out
 
 
-def figure(cell, maps: list[str], atari_head: Path | None, n: int = PROBE_FRAMES) -> FigureArtefact:
+def figure(final: TrainedCell, maps: list[str], atari_head: Path | None, n: int = PROBE_FRAMES) -> FigureArtefact:
+    cell = final.cell
     game, model, seed = cell.cell.game, cell.cell.model, cell.cell.seed
-    frames, game_cfg, _ = probe_frames(cell, atari_head, n)
+    frames, game_cfg = probe_frames(final, atari_head, n)
     updates, rows, panels = [], [], {}  # panels: (map, update) -> the probe's map
     games = frames["games"]
     shown = next((i for i, s in enumerate(games.screens) if game_cfg.get("ball") and ball_position(s, game_cfg.ball, 84)),
