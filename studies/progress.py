@@ -35,7 +35,7 @@ from fls import job_records
 from fls.errors import CellDamaged
 from fls.rundir import SPS, Cell, CellDir, CellState, RunLayout
 from fls.train_log import MetricsCSV
-from studies.slurm import DEAD, GONE, RUNNING, array_of, query_slurm, queue, run_slurm
+from studies.slurm import DEAD, GONE, RUNNING, WAITING, array_of, query_slurm, queue, run_slurm
 from studies.stages import ANALYSIS, ORDER, TRAIN, latest_jobs, record_cells, record_stage, stage_done
 
 STATES = ("done", "running", "queued", "waiting", "failed", "not run", "to do")
@@ -87,7 +87,7 @@ def classify_stage(done: bool, job: dict[str, str] | None, record: dict[str, Any
         return "not run", "the job it waited for failed (its training); SLURM cancels it"
     if state == "PENDING" and reason == "Dependency":
         return "waiting", f"on {job.get('dependency') or 'its training'}"
-    if state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "SUSPENDED"):
+    if state in WAITING:
         return "queued", reason
     if state == "CANCELLED" and text.strip() == "CANCELLED":
         return "not run", "cancelled by SLURM: the job it waited for failed (its training)"

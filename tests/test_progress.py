@@ -66,6 +66,7 @@ def test_records_written_before_stages_were_recorded_still_tell_their_stage():
     (False, {"state": "PENDING", "reason": "Dependency", "dependency": "afterok:7_0(unfulfilled)"}, "waiting"),
     (False, {"state": "PENDING", "reason": "DependencyNeverSatisfied"}, "not run"),
     (False, {"state": "PENDING", "reason": "Priority"}, "queued"),
+    (False, {"state": "REQUEUE_FED", "reason": ""}, "queued"),  # every waiting state of studies.slurm
     (False, {"state": "CANCELLED", "text": "CANCELLED"}, "not run"),  # by SLURM: its dependency failed
     (False, {"state": "CANCELLED", "text": "CANCELLED by 0"}, "failed"),  # by a user
     (False, {"state": "COMPLETED", "text": "COMPLETED"}, "failed"),  # ended without the result
