@@ -16,6 +16,7 @@ exposes the raw RGB screen, with the cell's env settings (stack fill, no-ops, ..
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw
 
-from fls.durable import atomic_write_text
+from fls.durable import atomic_write_bytes, atomic_write_text
 from fls.envs import AtariVec, make_vec_env
 from fls.errors import ConfigError
 from fls.evaluation import check_eval_config, eval_game, eval_seed
@@ -176,9 +177,9 @@ def record_cell_video(cfg: DictConfig, cell: CellDir) -> dict[str, Any]:
                 picks = np.linspace(0, len(frames) - 1, k).round().astype(int).tolist()
                 sheet = contact_sheet([frames[i] for i in picks], picks, map_name=method, scaling=scaling)
                 sheet_path = cell.video_sheet(game.name, str(video.map))
-                tmp = sheet_path.with_name(f".{sheet_path.stem}.tmp{sheet_path.suffix}")
-                sheet.save(tmp)
-                tmp.replace(sheet_path)
+                png = io.BytesIO()
+                sheet.save(png, format="PNG")
+                atomic_write_bytes(sheet_path, png.getvalue())
                 log.info("%s: contact sheet %s", cell.cell.key, sheet_path)
             on_ball = map_at_ball(maps, played["raws"], game.ball) if game.get("ball") else None
             record["games"].append({"video": path.name, "score": played["score"], "frames": played["frames"],
